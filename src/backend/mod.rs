@@ -1,0 +1,1 @@
+//! Transports (filled in below).

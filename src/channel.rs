@@ -1,0 +1,113 @@
+//! Creating and opening a channel's segment, and the endpoint registry bookkeeping that
+//! every endpoint type shares.
+
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::segment::header::{
+    self, Endpoint, Geometry, Invalid, Kind, Mapped, PeerState, HEADER_SIZE,
+};
+use crate::segment::Segment;
+use crate::Options;
+
+/// How long `open` waits for a creator that has not finished initialising the segment.
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_millis(2000);
+
+/// Creates and initialises a segment of the given geometry (`segment_len` is filled in).
+pub(crate) fn create(name: &str, opts: &Options, mut geometry: Geometry) -> Result<Mapped> {
+    let len = HEADER_SIZE
+        .checked_add(geometry.capacity)
+        .ok_or_else(|| Error::InvalidOptions {
+            reason: "capacity overflows the address space".into(),
+        })?;
+    geometry.segment_len = len;
+    let mut seg = Segment::create(name, len, opts.get_backing(), opts.get_mode())?;
+    seg.set_remove_on_drop(!opts.get_persist());
+    Mapped::init(seg, geometry)
+}
+
+/// Opens and validates a segment of the given kind, waiting up to [`READY_TIMEOUT`] for a
+/// creator that is still initialising it.
+pub(crate) fn open(name: &str, kind: Kind) -> Result<Mapped> {
+    let start = Instant::now();
+    loop {
+        let seg = Segment::open(name)?;
+        match Mapped::validate(seg, Some(kind)) {
+            Ok(m) => return Ok(m),
+            Err(Invalid::Err(e)) => return Err(e),
+            Err(Invalid::NotYet) => {
+                if start.elapsed() >= READY_TIMEOUT {
+                    return Err(Error::NotReady {
+                        name: name.to_string(),
+                        waited_ms: READY_TIMEOUT.as_millis() as u64,
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+}
+
+/// This process's identity in the endpoint registry.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Me {
+    pub pid: i32,
+    pub start_time: u64,
+}
+
+impl Me {
+    pub(crate) fn get() -> Me {
+        Me {
+            pid: std::process::id() as i32,
+            start_time: header::self_start_time(),
+        }
+    }
+}
+
+/// Whether registry entry `index` says its holder closed cleanly (one load).
+#[inline]
+pub(crate) fn peer_closed(m: &Mapped, index: usize) -> bool {
+    m.endpoint(index).recorded().1 == header::EP_CLOSED
+}
+
+/// Watches the peer's registry entry: the closed flag on every call (one load), and
+/// whether its process lives at most once per wait slice (that reads `/proc`).
+pub(crate) struct PeerWatch {
+    index: usize,
+    last_check: Option<Instant>,
+}
+
+impl PeerWatch {
+    pub(crate) fn new(index: usize) -> PeerWatch {
+        PeerWatch {
+            index,
+            last_check: None,
+        }
+    }
+
+    fn entry<'m>(&self, m: &'m Mapped) -> &'m Endpoint {
+        m.endpoint(self.index)
+    }
+
+    /// Whether the peer is gone, closed or dead (reads `/proc`).
+    pub(crate) fn gone(&mut self, m: &Mapped) -> bool {
+        self.last_check = Some(Instant::now());
+        matches!(
+            self.entry(m).peer_state(),
+            PeerState::Closed | PeerState::Dead(_)
+        )
+    }
+
+    /// Like [`gone`](Self::gone), but reads `/proc` at most once per wait slice; between
+    /// those it only looks at the closed flag.
+    pub(crate) fn gone_rate_limited(&mut self, m: &Mapped) -> bool {
+        if peer_closed(m, self.index) {
+            return true;
+        }
+        let now = Instant::now();
+        match self.last_check {
+            Some(t) if now.duration_since(t) < crate::wait::SLICE => false,
+            _ => self.gone(m),
+        }
+    }
+}

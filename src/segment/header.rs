@@ -1,0 +1,642 @@
+//! The segment header (format version 1): its `#[repr(C)]` layout, the layout hash, the
+//! endpoint registry, and the validation an opener runs before trusting anything.
+//!
+//! Every field is an atomic (or a cell around a `sem_t`): the header is shared with other
+//! processes that may write it at any time, so no field is ever read as plain memory.
+
+use std::cell::UnsafeCell;
+use std::mem::{align_of, size_of};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+use crossbeam_utils::CachePadded;
+use memoffset::offset_of;
+
+use super::Segment;
+use crate::error::{Error, Result};
+
+/// The first eight bytes of every shmlane segment.
+pub const MAGIC: [u8; 8] = *b"SHMLANE\0";
+/// The segment format version this build reads and writes.
+pub const VERSION: u32 = 1;
+/// Bytes reserved for the header; the data area starts here (one page).
+pub const HEADER_SIZE: usize = 4096;
+/// Endpoint slots in the registry.
+pub const MAX_ENDPOINTS: usize = 64;
+/// Longest name stored in the header.
+pub const NAME_CAP: usize = 256;
+/// `state` while the creator initialises the segment.
+pub const STATE_INIT: u32 = 0;
+/// `state` once the segment is ready.
+pub const STATE_READY: u32 = 1;
+
+/// Endpoint slot index of the SPSC producer.
+pub const SPSC_PRODUCER: usize = 0;
+/// Endpoint slot index of the SPSC consumer.
+pub const SPSC_CONSUMER: usize = 1;
+
+/// What kind of ring a segment holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum Kind {
+    /// Variable-length records, one producer, one consumer.
+    Spsc = 1,
+    /// Fixed-size stamped slots, many producers, many consumers.
+    Mpmc = 2,
+}
+
+impl Kind {
+    /// The kind stored as `raw`, if it is one.
+    pub fn from_raw(raw: u32) -> Option<Kind> {
+        match raw {
+            1 => Some(Kind::Spsc),
+            2 => Some(Kind::Mpmc),
+            _ => None,
+        }
+    }
+
+    /// A short lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Spsc => "spsc",
+            Kind::Mpmc => "mpmc",
+        }
+    }
+}
+
+/// A process-shared POSIX semaphore living in the header.
+#[repr(C)]
+pub struct SemCell(UnsafeCell<libc::sem_t>);
+
+impl SemCell {
+    /// The raw pointer handed to `sem_*` calls.
+    pub fn as_ptr(&self) -> *mut libc::sem_t {
+        self.0.get()
+    }
+}
+
+/// One entry of the endpoint registry: who holds a role.
+///
+/// `word` packs `pid << 32 | state`, so pid and state change together with one CAS.
+#[repr(C)]
+pub struct Endpoint {
+    /// `pid << 32 | EP_*` state.
+    pub word: AtomicU64,
+    /// The holder's start time (field 22 of `/proc/<pid>/stat`), to tell a reused pid.
+    pub start_time: AtomicU64,
+}
+
+/// Nobody has ever held this endpoint.
+pub const EP_FREE: u32 = 0;
+/// A process is registering itself (counts as alive).
+pub const EP_ATTACHING: u32 = 1;
+/// A process holds this endpoint.
+pub const EP_ATTACHED: u32 = 2;
+/// The last holder left cleanly.
+pub const EP_CLOSED: u32 = 3;
+
+/// Splits an endpoint word into `(pid, state)`.
+pub fn split_word(word: u64) -> (i32, u32) {
+    ((word >> 32) as u32 as i32, word as u32)
+}
+
+/// Packs `(pid, state)` into an endpoint word.
+pub fn make_word(pid: i32, state: u32) -> u64 {
+    (u64::from(pid as u32) << 32) | u64::from(state)
+}
+
+/// The segment header, at offset 0 of every shmlane segment.
+#[repr(C)]
+pub struct Header {
+    /// [`MAGIC`] as a native-endian u64.
+    pub magic: AtomicU64,
+    /// [`VERSION`].
+    pub version: AtomicU32,
+    /// [`Kind`] as u32.
+    pub kind: AtomicU32,
+    /// [`layout_hash`] of the build that created the segment.
+    pub layout_hash: AtomicU64,
+    /// Total bytes of the segment.
+    pub segment_len: AtomicU64,
+    /// Offset of the data area (== [`HEADER_SIZE`]).
+    pub data_offset: AtomicU64,
+    /// Bytes of the data area (SPSC: a power of two; MPMC: `slot_count * slot_size`).
+    pub capacity: AtomicU64,
+    /// Largest payload.
+    pub max_message: AtomicU32,
+    /// Default wait strategy ([`crate::Wait`] as u32).
+    pub wait: AtomicU32,
+    /// MPMC slot size in bytes (0 for SPSC).
+    pub slot_size: AtomicU32,
+    /// Unused, zero.
+    pub reserved0: AtomicU32,
+    /// MPMC slot count (0 for SPSC).
+    pub slot_count: AtomicU64,
+    /// Creation time, nanoseconds since the Unix epoch.
+    pub created_unix_ns: AtomicU64,
+    /// Pid of the creator.
+    pub creator_pid: AtomicU32,
+    /// Bytes of `name` in use.
+    pub name_len: AtomicU32,
+    /// The segment name, so a System V key collision is caught.
+    pub name: [AtomicU8; NAME_CAP],
+    /// [`STATE_INIT`] then [`STATE_READY`] (stored with Release).
+    pub state: AtomicU32,
+    /// Unused, zero.
+    pub reserved1: AtomicU32,
+    /// Who holds which role.
+    pub endpoints: [Endpoint; MAX_ENDPOINTS],
+    /// Producer position: bytes (SPSC) or slots (MPMC) ever published.
+    pub write_pos: CachePadded<AtomicU64>,
+    /// Consumer position: bytes (SPSC) or slots (MPMC) ever released.
+    pub read_pos: CachePadded<AtomicU64>,
+    /// Consumers asleep waiting for data.
+    pub data_waiters: CachePadded<AtomicU32>,
+    /// Producers asleep waiting for space.
+    pub space_waiters: CachePadded<AtomicU32>,
+    /// Posted to wake a consumer.
+    pub data_sem: CachePadded<SemCell>,
+    /// Posted to wake a producer.
+    pub space_sem: CachePadded<SemCell>,
+    /// Statistics: MPMC slots skipped because their claimer died.
+    pub lost: CachePadded<AtomicU64>,
+}
+
+const _: () = assert!(size_of::<Header>() <= HEADER_SIZE);
+const _: () = assert!(HEADER_SIZE % align_of::<Header>() == 0);
+
+/// A hash of the size and offset of every header field and of the record header: a peer
+/// built with another layout is refused instead of reading garbage.
+pub fn layout_hash() -> u64 {
+    let parts: [u64; 34] = [
+        size_of::<Header>() as u64,
+        align_of::<Header>() as u64,
+        offset_of!(Header, magic) as u64,
+        offset_of!(Header, version) as u64,
+        offset_of!(Header, kind) as u64,
+        offset_of!(Header, layout_hash) as u64,
+        offset_of!(Header, segment_len) as u64,
+        offset_of!(Header, data_offset) as u64,
+        offset_of!(Header, capacity) as u64,
+        offset_of!(Header, max_message) as u64,
+        offset_of!(Header, wait) as u64,
+        offset_of!(Header, slot_size) as u64,
+        offset_of!(Header, slot_count) as u64,
+        offset_of!(Header, created_unix_ns) as u64,
+        offset_of!(Header, creator_pid) as u64,
+        offset_of!(Header, name_len) as u64,
+        offset_of!(Header, name) as u64,
+        offset_of!(Header, state) as u64,
+        offset_of!(Header, endpoints) as u64,
+        size_of::<Endpoint>() as u64,
+        MAX_ENDPOINTS as u64,
+        offset_of!(Header, write_pos) as u64,
+        offset_of!(Header, read_pos) as u64,
+        offset_of!(Header, data_waiters) as u64,
+        offset_of!(Header, space_waiters) as u64,
+        offset_of!(Header, data_sem) as u64,
+        offset_of!(Header, space_sem) as u64,
+        size_of::<libc::sem_t>() as u64,
+        offset_of!(Header, lost) as u64,
+        HEADER_SIZE as u64,
+        crate::ring::RECORD_HEADER as u64,
+        crate::ring::RECORD_ALIGN as u64,
+        crate::ring::SLOT_HEADER as u64,
+        u64::from(VERSION),
+    ];
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.to_le_bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// The validated shape of a segment, copied out of the header once: after validation
+/// nothing here is read from shared memory again (a peer could change it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// The ring kind.
+    pub kind: Kind,
+    /// Total segment bytes.
+    pub segment_len: usize,
+    /// Data area bytes.
+    pub capacity: usize,
+    /// Largest payload.
+    pub max_message: usize,
+    /// MPMC slot size (0 for SPSC).
+    pub slot_size: usize,
+    /// MPMC slot count (0 for SPSC).
+    pub slot_count: usize,
+    /// Default wait strategy, raw.
+    pub wait: u32,
+}
+
+/// A segment that holds a valid, initialised shmlane header.
+#[derive(Debug)]
+pub struct Mapped {
+    seg: Segment,
+    geometry: Geometry,
+}
+
+/// Why a segment did not validate.
+pub(crate) enum Invalid {
+    /// The creator is not finished (empty file, zero magic, state INIT): try again.
+    NotYet,
+    /// A final answer.
+    Err(Error),
+}
+
+impl From<Error> for Invalid {
+    fn from(e: Error) -> Invalid {
+        Invalid::Err(e)
+    }
+}
+
+impl Mapped {
+    /// Initialises a freshly created (zeroed) segment and marks it ready.
+    pub(crate) fn init(seg: Segment, geometry: Geometry) -> Result<Mapped> {
+        assert!(seg.len() >= HEADER_SIZE + geometry.capacity);
+        let mapped = Mapped { seg, geometry };
+        let h = mapped.header();
+        let g = &mapped.geometry;
+        h.version.store(VERSION, Ordering::Relaxed);
+        h.kind.store(g.kind as u32, Ordering::Relaxed);
+        h.layout_hash.store(layout_hash(), Ordering::Relaxed);
+        h.segment_len.store(g.segment_len as u64, Ordering::Relaxed);
+        h.data_offset.store(HEADER_SIZE as u64, Ordering::Relaxed);
+        h.capacity.store(g.capacity as u64, Ordering::Relaxed);
+        h.max_message.store(g.max_message as u32, Ordering::Relaxed);
+        h.wait.store(g.wait, Ordering::Relaxed);
+        h.slot_size.store(g.slot_size as u32, Ordering::Relaxed);
+        h.slot_count.store(g.slot_count as u64, Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        h.created_unix_ns.store(now, Ordering::Relaxed);
+        h.creator_pid.store(std::process::id(), Ordering::Relaxed);
+        let name = mapped.seg.name().as_bytes();
+        h.name_len.store(name.len() as u32, Ordering::Relaxed);
+        for (cell, b) in h.name.iter().zip(name) {
+            cell.store(*b, Ordering::Relaxed);
+        }
+        for sem in [&h.data_sem, &h.space_sem] {
+            // SAFETY: the semaphore lives in shared memory that stays mapped while any
+            // endpoint uses it; pshared = 1 makes it usable across processes. Nobody else
+            // can use it before `state` is READY.
+            let rc = unsafe { libc::sem_init(sem.as_ptr(), 1, 0) };
+            if rc != 0 {
+                return Err(Error::last_os("sem_init"));
+            }
+        }
+        h.magic.store(u64::from_ne_bytes(MAGIC), Ordering::Relaxed);
+        h.state.store(STATE_READY, Ordering::Release);
+        Ok(mapped)
+    }
+
+    /// Validates an opened segment: magic, readiness, version, layout, kind, sizes, name.
+    pub(crate) fn validate(
+        seg: Segment,
+        want: Option<Kind>,
+    ) -> std::result::Result<Mapped, Invalid> {
+        let name = seg.name().to_string();
+        let len = seg.len();
+        if len < 8 {
+            return Err(if len == 0 {
+                Invalid::NotYet
+            } else {
+                Error::NotShmlane { name }.into()
+            });
+        }
+        // SAFETY: the mapping is at least 8 bytes and page aligned; AtomicU64 reads of it
+        // are fine whatever the bytes are.
+        let magic = unsafe { &*(seg.as_ptr() as *const AtomicU64) }.load(Ordering::Acquire);
+        if magic == 0 {
+            return Err(Invalid::NotYet);
+        }
+        if magic != u64::from_ne_bytes(MAGIC) {
+            return Err(Error::NotShmlane { name }.into());
+        }
+        if len < HEADER_SIZE {
+            return Err(Error::Truncated {
+                name,
+                len: len as u64,
+                expected: HEADER_SIZE as u64,
+            }
+            .into());
+        }
+        // SAFETY: the mapping holds at least HEADER_SIZE >= size_of::<Header>() bytes, is
+        // page aligned, and every Header field is an atomic or a cell, valid for any bytes.
+        let h = unsafe { &*(seg.as_ptr() as *const Header) };
+        if h.state.load(Ordering::Acquire) != STATE_READY {
+            return Err(Invalid::NotYet);
+        }
+        let version = h.version.load(Ordering::Relaxed);
+        if version != VERSION {
+            return Err(Error::VersionMismatch {
+                name,
+                found: version,
+                expected: VERSION,
+            }
+            .into());
+        }
+        let hash = h.layout_hash.load(Ordering::Relaxed);
+        if hash != layout_hash() {
+            return Err(Error::LayoutMismatch {
+                name,
+                found: hash,
+                expected: layout_hash(),
+            }
+            .into());
+        }
+        let kind_raw = h.kind.load(Ordering::Relaxed);
+        let kind = Kind::from_raw(kind_raw)
+            .ok_or_else(|| Error::corrupt(format!("unknown ring kind {kind_raw}")))?;
+        if let Some(want) = want {
+            if kind != want {
+                return Err(Error::KindMismatch {
+                    name,
+                    found: kind.as_str(),
+                    expected: want.as_str(),
+                }
+                .into());
+            }
+        }
+        let name_len = h.name_len.load(Ordering::Relaxed) as usize;
+        if name_len > NAME_CAP {
+            return Err(
+                Error::corrupt(format!("stored name length {name_len} > {NAME_CAP}")).into(),
+            );
+        }
+        let stored: Vec<u8> = h.name[..name_len]
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        if stored != name.as_bytes() {
+            let other = String::from_utf8_lossy(&stored).into_owned();
+            return Err(match seg.backing() {
+                super::Backing::SysV => Error::KeyCollision {
+                    key: super::sysv_key(&name),
+                    name,
+                    other,
+                },
+                super::Backing::Posix => {
+                    Error::corrupt(format!("segment {name} says its name is {other:?}"))
+                }
+            }
+            .into());
+        }
+        let segment_len = h.segment_len.load(Ordering::Relaxed);
+        if (len as u64) < segment_len {
+            return Err(Error::Truncated {
+                name,
+                len: len as u64,
+                expected: segment_len,
+            }
+            .into());
+        }
+        let data_offset = h.data_offset.load(Ordering::Relaxed);
+        let capacity = h.capacity.load(Ordering::Relaxed);
+        let max_message = u64::from(h.max_message.load(Ordering::Relaxed));
+        let slot_size = u64::from(h.slot_size.load(Ordering::Relaxed));
+        let slot_count = h.slot_count.load(Ordering::Relaxed);
+        let wait = h.wait.load(Ordering::Relaxed);
+        if data_offset != HEADER_SIZE as u64 {
+            return Err(
+                Error::corrupt(format!("data offset {data_offset} != {HEADER_SIZE}")).into(),
+            );
+        }
+        if HEADER_SIZE as u64 + capacity > segment_len || segment_len > len as u64 {
+            return Err(Error::corrupt(format!(
+                "data area of {capacity} bytes does not fit a segment of {segment_len} bytes"
+            ))
+            .into());
+        }
+        match kind {
+            Kind::Spsc => {
+                if !capacity.is_power_of_two() || capacity < crate::options::MIN_CAPACITY as u64 {
+                    return Err(Error::corrupt(format!(
+                        "capacity {capacity} is not a power of two >= 64"
+                    ))
+                    .into());
+                }
+                if max_message > capacity / 2 {
+                    return Err(Error::corrupt(format!(
+                        "max_message {max_message} > capacity / 2"
+                    ))
+                    .into());
+                }
+            }
+            Kind::Mpmc => {
+                let ok = slot_count.is_power_of_two()
+                    && slot_size % crate::ring::RECORD_ALIGN as u64 == 0
+                    && slot_size >= crate::ring::SLOT_HEADER as u64 + max_message
+                    && slot_count.checked_mul(slot_size) == Some(capacity);
+                if !ok {
+                    return Err(Error::corrupt(format!(
+                        "slot geometry {slot_count} x {slot_size} (max_message {max_message}, capacity {capacity}) is inconsistent"
+                    ))
+                    .into());
+                }
+            }
+        }
+        let geometry = Geometry {
+            kind,
+            segment_len: segment_len as usize,
+            capacity: capacity as usize,
+            max_message: max_message as usize,
+            slot_size: slot_size as usize,
+            slot_count: slot_count as usize,
+            wait,
+        };
+        Ok(Mapped { seg, geometry })
+    }
+
+    /// The header.
+    pub fn header(&self) -> &Header {
+        // SAFETY: a Mapped always holds at least HEADER_SIZE mapped, page-aligned bytes
+        // (checked by validate, asserted by init) and Header is all atomics and cells.
+        unsafe { &*(self.seg.as_ptr() as *const Header) }
+    }
+
+    /// The start of the data area (`capacity` bytes, checked to be inside the mapping).
+    pub fn data_ptr(&self) -> *mut u8 {
+        // SAFETY: HEADER_SIZE + capacity <= len was checked, so this stays in the mapping.
+        unsafe { self.seg.as_ptr().add(HEADER_SIZE) }
+    }
+
+    /// The validated geometry.
+    pub fn geometry(&self) -> &Geometry {
+        &self.geometry
+    }
+
+    /// The segment.
+    pub fn segment(&self) -> &Segment {
+        &self.seg
+    }
+
+    /// The segment, mutably.
+    pub fn segment_mut(&mut self) -> &mut Segment {
+        &mut self.seg
+    }
+
+    /// The endpoint registry entry `i` (`i < MAX_ENDPOINTS`).
+    pub fn endpoint(&self, i: usize) -> &Endpoint {
+        &self.header().endpoints[i]
+    }
+}
+
+/// What the registry says of an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerState {
+    /// Never attached.
+    Never,
+    /// Held by a live process.
+    Alive(i32),
+    /// Left cleanly.
+    Closed,
+    /// Its process died without closing.
+    Dead(i32),
+}
+
+impl Endpoint {
+    /// Claims this endpoint for `pid`, unless a live process holds it.
+    pub fn attach(&self, pid: i32, start_time: u64) -> Result<()> {
+        loop {
+            let cur = self.word.load(Ordering::Acquire);
+            let (holder, state) = split_word(cur);
+            if matches!(state, EP_ATTACHING | EP_ATTACHED) && holder != pid {
+                let start = self.start_time.load(Ordering::Acquire);
+                if state == EP_ATTACHING || process_alive(holder, start) {
+                    return Err(Error::RoleTaken { pid: holder });
+                }
+            }
+            if self
+                .word
+                .compare_exchange(
+                    cur,
+                    make_word(pid, EP_ATTACHING),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+            {
+                self.start_time.store(start_time, Ordering::Release);
+                self.word
+                    .store(make_word(pid, EP_ATTACHED), Ordering::Release);
+                return Ok(());
+            }
+        }
+    }
+
+    /// Marks the endpoint closed (a clean exit), if `pid` still holds it.
+    pub fn close(&self, pid: i32) {
+        let cur = self.word.load(Ordering::Acquire);
+        let (holder, _) = split_word(cur);
+        if holder == pid {
+            let _ = self.word.compare_exchange(
+                cur,
+                make_word(pid, EP_CLOSED),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// The state as recorded, without asking whether the process lives.
+    pub fn recorded(&self) -> (i32, u32) {
+        split_word(self.word.load(Ordering::Acquire))
+    }
+
+    /// The state, checking whether a recorded holder still lives (reads `/proc`).
+    pub fn peer_state(&self) -> PeerState {
+        let (pid, state) = self.recorded();
+        match state {
+            EP_FREE => PeerState::Never,
+            EP_CLOSED => PeerState::Closed,
+            EP_ATTACHING => PeerState::Alive(pid),
+            EP_ATTACHED => {
+                if process_alive(pid, self.start_time.load(Ordering::Acquire)) {
+                    PeerState::Alive(pid)
+                } else {
+                    PeerState::Dead(pid)
+                }
+            }
+            _ => PeerState::Dead(pid),
+        }
+    }
+}
+
+/// `(state char, start time)` of a process from `/proc/<pid>/stat`.
+pub fn proc_stat(pid: i32) -> Option<(char, u64)> {
+    if pid <= 0 {
+        return None;
+    }
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?.chars().next()?;
+    // Field 3 is the state; starttime is field 22, so 18 more after it.
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// This process's start time.
+pub fn self_start_time() -> u64 {
+    proc_stat(std::process::id() as i32)
+        .map(|(_, s)| s)
+        .unwrap_or(0)
+}
+
+/// Whether `pid` is a running process that started at `start_time` (0: any start time).
+/// Zombies count as dead.
+pub fn process_alive(pid: i32, start_time: u64) -> bool {
+    match proc_stat(pid) {
+        None => false,
+        Some((state, start)) => {
+            !matches!(state, 'Z' | 'X' | 'x') && (start_time == 0 || start == start_time)
+        }
+    }
+}
+
+extern "C" {
+    // glibc >= 2.30; the libc crate does not declare it.
+    fn sem_clockwait(
+        sem: *mut libc::sem_t,
+        clock: libc::clockid_t,
+        abstime: *const libc::timespec,
+    ) -> libc::c_int;
+}
+
+impl SemCell {
+    /// Wakes one sleeper (or lets the next wait return at once).
+    pub fn post(&self) {
+        // SAFETY: the sem_t was initialised by the creator before READY and stays mapped
+        // while we hold the segment. EOVERFLOW (a value at SEM_VALUE_MAX) is harmless:
+        // a sleeper will be woken anyway.
+        unsafe { libc::sem_post(self.as_ptr()) };
+    }
+
+    /// Sleeps until posted or `timeout` has passed (on `CLOCK_MONOTONIC`). Returns whether
+    /// it was posted. `EINTR` just returns early: callers re-check their condition.
+    pub fn wait_for(&self, timeout: std::time::Duration) -> bool {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `now` is a valid timespec to write.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+        let nanos = now.tv_nsec as u64 + u64::from(timeout.subsec_nanos());
+        let abs = libc::timespec {
+            tv_sec: now.tv_sec
+                + timeout.as_secs() as libc::time_t
+                + (nanos / 1_000_000_000) as libc::time_t,
+            tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
+        };
+        // SAFETY: the sem_t is initialised and mapped (see post); abs is a valid timespec.
+        unsafe { sem_clockwait(self.as_ptr(), libc::CLOCK_MONOTONIC, &abs) == 0 }
+    }
+}

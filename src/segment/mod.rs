@@ -1,0 +1,234 @@
+//! A named, mapped region of shared memory: POSIX (`shm_open`) or System V (`shmget`).
+//!
+//! A [`Segment`] knows nothing of what is inside it; `layout` checks the header. The same
+//! name works with both backings: a System V segment is keyed by [`sysv_key`] of the name,
+//! and shmlane stores the name in its header so that a key collision is caught on open.
+
+pub mod header;
+mod posix;
+mod sysv;
+
+use std::ptr::NonNull;
+
+use crate::error::{Error, Result};
+
+/// Where a segment lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Backing {
+    /// `shm_open` + `mmap`: a file under `/dev/shm` (the default).
+    #[default]
+    Posix,
+    /// `shmget` + `shmat`: a System V segment keyed by a hash of the name (see `ipcs -m`).
+    SysV,
+}
+
+impl std::fmt::Display for Backing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backing::Posix => "posix",
+            Backing::SysV => "sysv",
+        })
+    }
+}
+
+/// The longest segment name, including the leading `/`.
+pub const MAX_NAME_LEN: usize = 255;
+
+/// Checks a segment name: `/name`, no further `/`, no NUL, at most [`MAX_NAME_LEN`] bytes.
+pub fn validate_name(name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        Some("the name is empty; names look like \"/mychannel\"")
+    } else if !name.starts_with('/') {
+        Some("the name must start with '/', like \"/mychannel\"")
+    } else if name.len() == 1 {
+        Some("the name needs at least one character after '/'")
+    } else if name[1..].contains('/') {
+        Some("the name may not contain '/' after the first character")
+    } else if name.contains('\0') {
+        Some("the name may not contain a NUL byte")
+    } else if name.len() > MAX_NAME_LEN {
+        Some("the name is longer than 255 bytes")
+    } else if name == "/." || name == "/.." {
+        Some("\".\" and \"..\" are not names")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(Error::InvalidName {
+            name: name.to_string(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The System V IPC key shmlane derives from a name (FNV-1a, never `IPC_PRIVATE`).
+pub fn sysv_key(name: &str) -> i32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    let key = h as i32;
+    if key == libc::IPC_PRIVATE {
+        1
+    } else {
+        key
+    }
+}
+
+/// A mapped shared-memory segment. Unmapped on drop, and removed by name if it was
+/// created here and not told to persist.
+pub struct Segment {
+    ptr: NonNull<u8>,
+    len: usize,
+    name: String,
+    backing: Backing,
+    sysv_id: i32,
+    remove_on_drop: bool,
+}
+
+// SAFETY: a Segment is a pointer to a process-wide mapping plus plain data; the mapping
+// stays valid until drop, whichever thread drops it.
+unsafe impl Send for Segment {}
+// SAFETY: the Segment itself only hands out the raw pointer; synchronising access to the
+// memory is the job of the code that uses it (atomics in the ring).
+unsafe impl Sync for Segment {}
+
+impl Segment {
+    /// Creates a new segment of `len` bytes, exclusively: an existing name (under either
+    /// backing) is [`Error::AlreadyExists`]. Pages are reserved, so a full `/dev/shm` is
+    /// [`Error::NoSpace`] here rather than a SIGBUS later. The new memory is zeroed.
+    pub fn create(name: &str, len: usize, backing: Backing, mode: u32) -> Result<Segment> {
+        validate_name(name)?;
+        if len == 0 {
+            return Err(Error::InvalidOptions {
+                reason: "a segment cannot be empty".into(),
+            });
+        }
+        // Refuse a name that exists under the other backing too: `open` would find the
+        // POSIX one first and silently shadow the other.
+        match backing {
+            Backing::Posix => {
+                if sysv::exists(name)? {
+                    return Err(Error::AlreadyExists { name: name.into() });
+                }
+                posix::create(name, len, mode)
+            }
+            Backing::SysV => {
+                if posix::exists(name)? {
+                    return Err(Error::AlreadyExists { name: name.into() });
+                }
+                sysv::create(name, len, mode)
+            }
+        }
+    }
+
+    /// Opens an existing segment by name: POSIX first, then the System V key derived from
+    /// the name. The whole segment is mapped, whatever its size (possibly 0 bytes while its
+    /// creator is still sizing it).
+    pub fn open(name: &str) -> Result<Segment> {
+        validate_name(name)?;
+        match posix::open(name) {
+            Err(Error::NotFound { .. }) => sysv::open(name),
+            other => other,
+        }
+    }
+
+    /// Removes a segment by name, whichever backing holds it. Processes that have it mapped
+    /// keep their mapping.
+    pub fn remove(name: &str) -> Result<()> {
+        validate_name(name)?;
+        match posix::remove(name) {
+            Err(Error::NotFound { .. }) => sysv::remove(name),
+            other => other,
+        }
+    }
+
+    /// Removes this segment's name now (the mapping stays valid).
+    pub fn remove_name(&mut self) -> Result<()> {
+        self.remove_on_drop = false;
+        match self.backing {
+            Backing::Posix => posix::remove(&self.name),
+            Backing::SysV => sysv::remove_id(&self.name, self.sysv_id),
+        }
+    }
+
+    /// Whether the name is removed when this handle drops.
+    pub fn set_remove_on_drop(&mut self, remove: bool) {
+        self.remove_on_drop = remove;
+    }
+
+    /// The mapped length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the mapping is empty (a segment whose creator has not sized it yet).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The start of the mapping (page aligned). Dangling when the mapping is empty.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// The name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The backing.
+    pub fn backing(&self) -> Backing {
+        self.backing
+    }
+
+    /// The System V shmid, or -1 for a POSIX segment.
+    pub fn sysv_id(&self) -> i32 {
+        self.sysv_id
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if self.remove_on_drop {
+            let _ = self.remove_name();
+        }
+        if self.len > 0 {
+            match self.backing {
+                // SAFETY: ptr/len are the mapping made in posix::map, unmapped once here.
+                Backing::Posix => unsafe { posix::unmap(self.ptr, self.len) },
+                // SAFETY: ptr is the address returned by shmat, detached once here.
+                Backing::SysV => unsafe { sysv::detach(self.ptr) },
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment")
+            .field("name", &self.name)
+            .field("backing", &self.backing)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+/// Asks the kernel to fault in (and so reserve) every page of a fresh mapping; `ENOMEM`
+/// means the memory is not there. Kernels without `MADV_POPULATE_WRITE` skip this.
+fn populate(ptr: *mut u8, len: usize) -> std::io::Result<()> {
+    const MADV_POPULATE_WRITE: libc::c_int = 23;
+    // SAFETY: ptr/len describe a mapping we just created; MADV_POPULATE_WRITE only faults
+    // pages in (they are already zero), it does not change their contents.
+    let rc = unsafe { libc::madvise(ptr.cast(), len, MADV_POPULATE_WRITE) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EINVAL) | Some(libc::EPERM) => Ok(()),
+        _ => Err(err),
+    }
+}

@@ -1,0 +1,142 @@
+//! POSIX shared memory: `shm_open` + `ftruncate` + `fallocate` + `mmap`.
+
+use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::ptr::NonNull;
+
+use nix::errno::Errno;
+use nix::fcntl::{FallocateFlags, OFlag};
+use nix::sys::mman::{self, MapFlags, ProtFlags};
+use nix::sys::stat::{fchmod, fstat, Mode};
+
+use super::{populate, Backing, Segment};
+use crate::error::{Error, Result};
+
+fn map_errno(name: &str, op: &'static str, e: Errno) -> Error {
+    match e {
+        Errno::ENOENT => Error::NotFound {
+            name: name.into(),
+            key: super::sysv_key(name),
+        },
+        Errno::EEXIST => Error::AlreadyExists { name: name.into() },
+        Errno::EACCES | Errno::EPERM => Error::PermissionDenied { name: name.into() },
+        Errno::ENAMETOOLONG | Errno::EINVAL => Error::InvalidName {
+            name: name.into(),
+            reason: "the system refused it as a shared-memory name",
+        },
+        e => Error::io(op, std::io::Error::from(e)),
+    }
+}
+
+pub(super) fn exists(name: &str) -> Result<bool> {
+    match mman::shm_open(name, OFlag::O_RDONLY, Mode::empty()) {
+        Ok(_) => Ok(true),
+        Err(Errno::ENOENT) => Ok(false),
+        // It exists, we just may not read it.
+        Err(Errno::EACCES) => Ok(true),
+        Err(e) => Err(map_errno(name, "shm_open", e)),
+    }
+}
+
+pub(super) fn create(name: &str, len: usize, mode: u32) -> Result<Segment> {
+    let fd = mman::shm_open(
+        name,
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR,
+        Mode::from_bits_truncate(mode),
+    )
+    .map_err(|e| map_errno(name, "shm_open", e))?;
+    match size_and_map(name, &fd, len, mode) {
+        Ok(seg) => Ok(seg),
+        Err(e) => {
+            let _ = mman::shm_unlink(name);
+            Err(e)
+        }
+    }
+}
+
+fn no_space(name: &str, len: usize) -> Error {
+    Error::NoSpace {
+        name: name.into(),
+        needed: len as u64,
+        what: format!("/dev/shm has {} bytes free", dev_shm_free().unwrap_or(0)),
+    }
+}
+
+/// Free bytes in `/dev/shm`, if it can be asked.
+pub(crate) fn dev_shm_free() -> Option<u64> {
+    nix::sys::statvfs::statvfs("/dev/shm")
+        .ok()
+        .map(|s| s.blocks_available() * s.fragment_size())
+}
+
+fn size_and_map(name: &str, fd: &OwnedFd, len: usize, mode: u32) -> Result<Segment> {
+    // shm_open's mode is filtered by the umask; the caller asked for exactly `mode`.
+    fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(mode))
+        .map_err(|e| map_errno(name, "fchmod", e))?;
+    let off = libc::off_t::try_from(len).map_err(|_| no_space(name, len))?;
+    nix::unistd::ftruncate(fd.as_fd(), off).map_err(|e| match e {
+        Errno::EFBIG | Errno::ENOSPC | Errno::EINVAL => no_space(name, len),
+        e => map_errno(name, "ftruncate", e),
+    })?;
+    // Reserve the tmpfs pages now, so a full /dev/shm fails here and not with SIGBUS later.
+    match nix::fcntl::fallocate(fd.as_raw_fd(), FallocateFlags::empty(), 0, off) {
+        Ok(()) | Err(Errno::EOPNOTSUPP) => {}
+        Err(Errno::ENOSPC) | Err(Errno::EFBIG) => return Err(no_space(name, len)),
+        Err(e) => return Err(map_errno(name, "fallocate", e)),
+    }
+    let seg = map(name, fd, len, true)?;
+    populate(seg.as_ptr(), len).map_err(|_| no_space(name, len))?;
+    Ok(seg)
+}
+
+fn map(name: &str, fd: &OwnedFd, len: usize, created: bool) -> Result<Segment> {
+    let ptr = match NonZeroUsize::new(len) {
+        None => NonNull::dangling(),
+        Some(nz) => {
+            // SAFETY: a fresh shared mapping of a file we hold open; nothing else in this
+            // process refers to that address range yet.
+            let p = unsafe {
+                mman::mmap(
+                    None,
+                    nz,
+                    ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                    MapFlags::MAP_SHARED,
+                    fd,
+                    0,
+                )
+            }
+            .map_err(|e| match e {
+                Errno::ENOMEM => no_space(name, len),
+                e => map_errno(name, "mmap", e),
+            })?;
+            p.cast()
+        }
+    };
+    Ok(Segment {
+        ptr,
+        len,
+        name: name.into(),
+        backing: Backing::Posix,
+        sysv_id: -1,
+        remove_on_drop: created,
+    })
+}
+
+pub(super) fn open(name: &str) -> Result<Segment> {
+    let fd = mman::shm_open(name, OFlag::O_RDWR, Mode::empty())
+        .map_err(|e| map_errno(name, "shm_open", e))?;
+    let st = fstat(fd.as_raw_fd()).map_err(|e| map_errno(name, "fstat", e))?;
+    let len = usize::try_from(st.st_size).map_err(|_| Error::corrupt("negative file size"))?;
+    map(name, &fd, len, false)
+}
+
+pub(super) fn remove(name: &str) -> Result<()> {
+    mman::shm_unlink(name).map_err(|e| map_errno(name, "shm_unlink", e))
+}
+
+/// # Safety
+/// `ptr`/`len` must be a live mapping made by [`map`], not used after this call.
+pub(super) unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
+    // SAFETY: guaranteed by the caller.
+    let _ = unsafe { mman::munmap(ptr.cast(), len) };
+}

@@ -1,0 +1,197 @@
+//! Waiting for the peer: spin, yield, or sleep on a process-shared semaphore.
+//!
+//! The wake protocol (no lost wake-up):
+//! 1. sleeper: increment the waiter count, `fence(SeqCst)`, re-check the condition, then
+//!    sleep on the semaphore for one slice (and re-check the peer's liveness after it);
+//! 2. waker: publish its position (Release), `fence(SeqCst)`, and `sem_post` only if the
+//!    waiter count is non-zero.
+//!
+//! With both fences in the single SeqCst order, either the waker's load sees the
+//! sleeper's increment (and posts), or the sleeper's re-check sees the waker's position
+//! (and does not sleep). Under load nobody sleeps, so no system call is made per message.
+
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_utils::Backoff;
+
+use crate::error::{Error, Result};
+use crate::segment::header::SemCell;
+
+/// How an endpoint waits when the ring is full (producer) or empty (consumer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Wait {
+    /// Busy-poll: the lowest latency, and a whole core burnt while waiting.
+    Spin,
+    /// Poll with `sched_yield` between tries: lets other threads run, still never sleeps.
+    Yield,
+    /// Spin briefly, then sleep on a process-shared semaphore until the peer posts it
+    /// (the default). The peer only makes a system call when someone actually sleeps.
+    #[default]
+    Block,
+}
+
+impl Wait {
+    pub(crate) fn to_raw(self) -> u32 {
+        match self {
+            Wait::Spin => 1,
+            Wait::Yield => 2,
+            Wait::Block => 3,
+        }
+    }
+
+    pub(crate) fn from_raw(raw: u32) -> Wait {
+        match raw {
+            1 => Wait::Spin,
+            2 => Wait::Yield,
+            _ => Wait::Block,
+        }
+    }
+}
+
+impl std::str::FromStr for Wait {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Wait, String> {
+        match s {
+            "spin" => Ok(Wait::Spin),
+            "yield" => Ok(Wait::Yield),
+            "block" => Ok(Wait::Block),
+            _ => Err(format!(
+                "unknown wait strategy {s:?} (spin, yield or block)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Wait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Wait::Spin => "spin",
+            Wait::Yield => "yield",
+            Wait::Block => "block",
+        })
+    }
+}
+
+/// How long a sleeper sleeps before it re-checks that its peer is alive.
+pub(crate) const SLICE: Duration = Duration::from_millis(50);
+
+/// Counts of sleeps and wake-ups (this process), so tests and benchmarks can show that
+/// no system call is made per message.
+pub mod stats {
+    use super::*;
+
+    pub(super) static SLEEPS: AtomicU64 = AtomicU64::new(0);
+    pub(super) static POSTS: AtomicU64 = AtomicU64::new(0);
+
+    /// Semaphore waits (`sem_clockwait` calls) made by this process so far.
+    pub fn sleeps() -> u64 {
+        SLEEPS.load(Ordering::Relaxed)
+    }
+
+    /// Semaphore posts (`sem_post` calls) made by this process so far.
+    pub fn posts() -> u64 {
+        POSTS.load(Ordering::Relaxed)
+    }
+}
+
+/// The waker's half: after publishing, post if anyone sleeps.
+#[inline]
+pub(crate) fn wake(waiters: &AtomicU32, sem: &SemCell) {
+    fence(Ordering::SeqCst);
+    if waiters.load(Ordering::Relaxed) != 0 {
+        stats::POSTS.fetch_add(1, Ordering::Relaxed);
+        sem.post();
+    }
+}
+
+/// What a wait loop asks of its caller.
+pub(crate) struct Waiting<'a> {
+    pub strategy: Wait,
+    pub deadline: Option<Instant>,
+    pub waiters: &'a AtomicU32,
+    pub sem: &'a SemCell,
+    /// When the peer is gone, give `check` one last try (a consumer drains what was
+    /// published); otherwise fail at once (a producer has nobody to send to).
+    pub drain_when_gone: bool,
+}
+
+/// Polls `check` until it returns `Some`, waiting per the strategy. `peer_gone` is asked
+/// at most once per [`SLICE`] (it may read `/proc`); when it says the peer is gone,
+/// `check` gets one last try and then the result is [`Error::Disconnected`].
+pub(crate) fn wait_until<T>(
+    w: Waiting<'_>,
+    mut check: impl FnMut() -> Option<Result<T>>,
+    mut peer_gone: impl FnMut() -> bool,
+) -> Result<T> {
+    let backoff = Backoff::new();
+    let mut last_liveness: Option<Instant> = None;
+    let mut polls: u32 = 0;
+    loop {
+        if let Some(r) = check() {
+            return r;
+        }
+        match w.strategy {
+            Wait::Spin => {
+                std::hint::spin_loop();
+                polls = polls.wrapping_add(1);
+                if polls % 1024 != 0 {
+                    continue;
+                }
+            }
+            Wait::Yield => {
+                std::thread::yield_now();
+                polls = polls.wrapping_add(1);
+                if polls % 16 != 0 {
+                    continue;
+                }
+            }
+            Wait::Block => {
+                if !backoff.is_completed() {
+                    backoff.snooze();
+                    continue;
+                }
+                let now = Instant::now();
+                let mut slice = SLICE;
+                if let Some(d) = w.deadline {
+                    if now >= d {
+                        return Err(Error::Timeout);
+                    }
+                    slice = slice.min(d - now);
+                }
+                w.waiters.fetch_add(1, Ordering::SeqCst);
+                fence(Ordering::SeqCst);
+                if let Some(r) = check() {
+                    w.waiters.fetch_sub(1, Ordering::SeqCst);
+                    return r;
+                }
+                stats::SLEEPS.fetch_add(1, Ordering::Relaxed);
+                w.sem.wait_for(slice);
+                w.waiters.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let now = Instant::now();
+        if let Some(d) = w.deadline {
+            if now >= d {
+                if let Some(r) = check() {
+                    return r;
+                }
+                return Err(Error::Timeout);
+            }
+        }
+        match last_liveness {
+            // The first slice starts now: a peer that is merely slow costs no /proc read.
+            None => last_liveness = Some(now),
+            Some(t) if now.duration_since(t) < SLICE => {}
+            Some(_) => {
+                last_liveness = Some(now);
+                if peer_gone() {
+                    if w.drain_when_gone {
+                        return check().unwrap_or(Err(Error::Disconnected));
+                    }
+                    return Err(Error::Disconnected);
+                }
+            }
+        }
+    }
+}
