@@ -1,8 +1,9 @@
+mod common;
 use shmlane::spsc::{Consumer, Producer};
 use shmlane::Options;
 #[test]
 fn smoke() {
-    let name = format!("/shmlane-smoke-{}", std::process::id());
+    let name = common::TestName::new("smoke");
     let mut tx = Producer::create(&name, &Options::new().capacity(4096)).unwrap();
     let mut rx = Consumer::open(&name).unwrap();
     for i in 0..10000u32 {
