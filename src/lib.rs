@@ -38,6 +38,7 @@
 #![cfg(target_os = "linux")]
 
 pub mod backend;
+pub mod bench;
 mod channel;
 mod error;
 mod options;

@@ -95,15 +95,49 @@ pub mod stats {
     }
 }
 
-/// The waker's half: after publishing, post if anyone sleeps.
+/// The waker's half: after publishing, wake one sleeper if anyone sleeps.
+///
+/// The waker takes the sleeper off the count itself (one CAS), so a burst of messages to
+/// a sleeping peer makes one `sem_post`, not one per message, and one post wakes one
+/// sleeper (no thundering herd).
 #[inline]
 pub(crate) fn wake(waiters: &AtomicU32, sem: &SemCell) {
     fence(Ordering::SeqCst);
     if waiters.load(Ordering::Relaxed) != 0 {
-        stats::POSTS.fetch_add(1, Ordering::Relaxed);
-        sem.post();
+        wake_slow(waiters, sem);
     }
 }
+
+#[cold]
+fn wake_slow(waiters: &AtomicU32, sem: &SemCell) {
+    let mut cur = waiters.load(Ordering::Relaxed);
+    while cur != 0 {
+        match waiters.compare_exchange_weak(cur, cur - 1, Ordering::AcqRel, Ordering::Relaxed) {
+            Ok(_) => {
+                stats::POSTS.fetch_add(1, Ordering::Relaxed);
+                sem.post();
+                return;
+            }
+            Err(now) => cur = now,
+        }
+    }
+}
+
+/// A sleeper that woke without being posted takes itself off the count, unless a waker
+/// already did (then its post is on the way and only causes one spurious wake later).
+fn unregister(waiters: &AtomicU32) {
+    let mut cur = waiters.load(Ordering::Relaxed);
+    while cur != 0 {
+        match waiters.compare_exchange_weak(cur, cur - 1, Ordering::AcqRel, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(now) => cur = now,
+        }
+    }
+}
+
+/// How long `Wait::Block` polls before it sleeps: long enough that a streaming peer is
+/// met while polling, short enough that an idle endpoint soon stops burning a core.
+pub(crate) const BLOCK_SPIN: Duration = Duration::from_micros(50);
 
 /// What a wait loop asks of its caller.
 pub(crate) struct Waiting<'a> {
@@ -127,6 +161,7 @@ pub(crate) fn wait_until<T>(
     let backoff = Backoff::new();
     let mut last_liveness: Option<Instant> = None;
     let mut polls: u32 = 0;
+    let mut spin_start: Option<Instant> = None;
     loop {
         if let Some(r) = check() {
             return r;
@@ -152,22 +187,30 @@ pub(crate) fn wait_until<T>(
                     continue;
                 }
                 let now = Instant::now();
+                let started = *spin_start.get_or_insert(now);
+                if now.duration_since(started) < BLOCK_SPIN {
+                    for _ in 0..64 {
+                        std::hint::spin_loop();
+                    }
+                    continue;
+                }
                 let mut slice = SLICE;
                 if let Some(d) = w.deadline {
                     if now >= d {
-                        return Err(Error::Timeout);
+                        return check().unwrap_or(Err(Error::Timeout));
                     }
                     slice = slice.min(d - now);
                 }
                 w.waiters.fetch_add(1, Ordering::SeqCst);
                 fence(Ordering::SeqCst);
                 if let Some(r) = check() {
-                    w.waiters.fetch_sub(1, Ordering::SeqCst);
+                    unregister(w.waiters);
                     return r;
                 }
                 stats::SLEEPS.fetch_add(1, Ordering::Relaxed);
-                w.sem.wait_for(slice);
-                w.waiters.fetch_sub(1, Ordering::SeqCst);
+                if !w.sem.wait_for(slice) {
+                    unregister(w.waiters);
+                }
             }
         }
         let now = Instant::now();

@@ -1,1 +1,147 @@
-//! Transports (filled in below).
+//! Every way shmlane can carry messages between two processes, behind one interface, so
+//! the benchmarks compare them side by side.
+//!
+//! A [`Transport`] is a kind of channel: the shared-memory ring ([`ShmSpsc`]) and the
+//! kernel's own mechanisms as baselines ([`Pipe`], ...). One process *creates* a channel
+//! by name and becomes one end; another process *opens* it by the same name and becomes
+//! the other end. Every backend delivers each message as soon as `send` returns: the
+//! baselines make one send system call per message and the ring publishes each message
+//! at once.
+
+mod pipe;
+mod shm_spsc;
+
+pub use pipe::Pipe;
+pub use shm_spsc::ShmSpsc;
+
+use crate::error::Result;
+use crate::wait::Wait;
+
+/// What a channel must carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The largest message.
+    pub max_message: usize,
+    /// Buffer bytes the channel may hold in flight (ring capacity, pipe size, ...).
+    pub capacity: usize,
+    /// How shared-memory endpoints wait (ignored by kernel backends, which always block).
+    pub wait: Wait,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_message: 64 << 10,
+            capacity: 1 << 20,
+            wait: Wait::Block,
+        }
+    }
+}
+
+/// The sending end of a transport.
+pub trait TxEnd: Send {
+    /// Sends one message, waiting while the channel is full. The message is on its way
+    /// to the receiver when this returns.
+    fn send(&mut self, msg: &[u8]) -> Result<()>;
+}
+
+/// The receiving end of a transport.
+pub trait RxEnd: Send {
+    /// Receives the next message and hands it to `f`, waiting while the channel is empty.
+    /// The slice is only valid inside `f` (for the ring it is the message in place).
+    fn recv_with<R, F: FnOnce(&[u8]) -> R>(&mut self, f: F) -> Result<R>;
+}
+
+/// A kind of channel between two processes.
+pub trait Transport {
+    /// The sending end.
+    type Tx: TxEnd;
+    /// The receiving end.
+    type Rx: RxEnd;
+    /// The short name shown in tables (`"pipe"`).
+    const NAME: &'static str;
+
+    /// Creates the channel `name` and becomes its sender. Some backends (a FIFO) only
+    /// return once the receiver has opened it.
+    fn create_tx(name: &str, cfg: &Config) -> Result<Self::Tx>;
+    /// Creates the channel `name` and becomes its receiver.
+    fn create_rx(name: &str, cfg: &Config) -> Result<Self::Rx>;
+    /// Opens the channel `name` made by another process as its sender.
+    fn open_tx(name: &str, cfg: &Config) -> Result<Self::Tx>;
+    /// Opens the channel `name` made by another process as its receiver.
+    fn open_rx(name: &str, cfg: &Config) -> Result<Self::Rx>;
+    /// Whether this backend can carry messages of `size` bytes on this machine; `Err`
+    /// says why not (a kernel limit).
+    fn supports(size: usize) -> std::result::Result<(), String> {
+        let _ = size;
+        Ok(())
+    }
+}
+
+/// Every backend, by name: the value the CLI and the benchmarks take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    /// [`ShmSpsc`].
+    ShmSpsc,
+    /// [`Pipe`].
+    Pipe,
+}
+
+impl BackendKind {
+    /// All backends, the reference (`pipe`) included.
+    pub const ALL: &'static [BackendKind] = &[BackendKind::ShmSpsc, BackendKind::Pipe];
+
+    /// The short name.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::ShmSpsc => ShmSpsc::NAME,
+            BackendKind::Pipe => Pipe::NAME,
+        }
+    }
+
+    /// Whether this backend can carry `size`-byte messages here.
+    pub fn supports(self, size: usize) -> std::result::Result<(), String> {
+        match self {
+            BackendKind::ShmSpsc => ShmSpsc::supports(size),
+            BackendKind::Pipe => Pipe::supports(size),
+        }
+    }
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        BackendKind::ALL
+            .iter()
+            .copied()
+            .find(|b| b.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = BackendKind::ALL.iter().map(|b| b.name()).collect();
+                format!("unknown backend {s:?}; known: {}", names.join(", "))
+            })
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Calls `$body` with the type alias `$t` bound to the [`Transport`] of `$kind`, so
+/// generic code is monomorphised per backend (no dynamic dispatch per message).
+#[macro_export]
+macro_rules! with_backend {
+    ($kind:expr, $t:ident => $body:expr) => {
+        match $kind {
+            $crate::backend::BackendKind::ShmSpsc => {
+                type $t = $crate::backend::ShmSpsc;
+                $body
+            }
+            $crate::backend::BackendKind::Pipe => {
+                type $t = $crate::backend::Pipe;
+                $body
+            }
+        }
+    };
+}

@@ -64,6 +64,16 @@ fn check_positions(write: u64, read: u64, cap: u64) -> Result<(), Corrupt> {
     Ok(())
 }
 
+/// Checks that a peer's position did not move backwards since we last loaded it.
+fn check_forward(what: &str, before: u64, now: u64, cap: u64) -> Result<(), Corrupt> {
+    if now.wrapping_sub(before) > cap {
+        return Err(Corrupt(format!(
+            "the {what} position moved backwards (from {before} to {now})"
+        )));
+    }
+    Ok(())
+}
+
 /// The producer's side of an SPSC ring.
 pub(crate) struct ProducerRing {
     mapped: Arc<Mapped>,
@@ -121,6 +131,7 @@ impl ProducerRing {
         }
         let read = self.header().read_pos.load(Ordering::Acquire);
         check_positions(self.write, read, self.cap)?;
+        check_forward("read", self.cached_read, read, self.cap)?;
         self.cached_read = read;
         Ok(self.cap - self.write.wrapping_sub(read) >= n)
     }
@@ -244,6 +255,7 @@ impl ConsumerRing {
     pub(crate) fn refresh(&mut self) -> Result<bool, Corrupt> {
         let write = self.mapped.header().write_pos.load(Ordering::Acquire);
         check_positions(write, self.read, self.cap)?;
+        check_forward("write", self.cached_write, write, self.cap)?;
         self.cached_write = write;
         Ok(write != self.read)
     }

@@ -507,7 +507,9 @@ impl Endpoint {
         loop {
             let cur = self.word.load(Ordering::Acquire);
             let (holder, state) = split_word(cur);
-            if matches!(state, EP_ATTACHING | EP_ATTACHED) && holder != pid {
+            // Held by a live process, this one included (two endpoints of one role in
+            // one process would hand out overlapping slices of the ring).
+            if matches!(state, EP_ATTACHING | EP_ATTACHED) {
                 let start = self.start_time.load(Ordering::Acquire);
                 if state == EP_ATTACHING || process_alive(holder, start) {
                     return Err(Error::RoleTaken { pid: holder });

@@ -1,0 +1,439 @@
+//! Cross-process measurements shared by `shmlane bench` and the criterion benchmarks.
+//!
+//! The peer is always another process: the benchmark re-runs a `shmlane` executable as
+//! `shmlane __peer key=value ...` ([`peer_main`]). Throughput counts only messages that
+//! were received and verified: the receiver checksums every byte, and the run fails if its
+//! checksum differs from the sender's.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::backend::{BackendKind, Config, RxEnd, Transport, TxEnd};
+use crate::error::{Error, Result};
+use crate::wait::Wait;
+use crate::with_backend;
+
+/// A fast checksum that reads every byte of `msg` (summing 8-byte words, then the tail).
+#[inline]
+pub fn checksum(msg: &[u8]) -> u64 {
+    let word = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
+    let mut acc = [0u64; 4];
+    let mut blocks = msg.chunks_exact(32);
+    for b in blocks.by_ref() {
+        for (k, a) in acc.iter_mut().enumerate() {
+            *a = a.wrapping_add(word(&b[8 * k..8 * k + 8]));
+        }
+    }
+    let mut sum = acc[0]
+        .wrapping_add(acc[1].rotate_left(8))
+        .wrapping_add(acc[2].rotate_left(16))
+        .wrapping_add(acc[3].rotate_left(24));
+    let mut words = blocks.remainder().chunks_exact(8);
+    for w in words.by_ref() {
+        sum = sum.wrapping_add(word(w).rotate_left(32));
+    }
+    for (i, b) in words.remainder().iter().enumerate() {
+        sum = sum.wrapping_add(u64::from(*b) << (8 * i));
+    }
+    sum.wrapping_add(msg.len() as u64)
+}
+
+/// Folds one message's checksum into a running, order-sensitive total.
+#[inline]
+pub fn fold(total: u64, msg_sum: u64) -> u64 {
+    total.rotate_left(7) ^ msg_sum
+}
+
+/// A message buffer of `size` bytes whose first bytes carry a sequence number.
+#[derive(Debug, Clone)]
+pub struct Payload(Vec<u8>);
+
+impl Payload {
+    /// A buffer with a fixed byte pattern.
+    pub fn new(size: usize) -> Payload {
+        Payload(
+            (0..size)
+                .map(|i| (i as u8).wrapping_mul(7).wrapping_add(1))
+                .collect(),
+        )
+    }
+
+    /// Stamps message `seq` into the buffer and returns it.
+    #[inline]
+    pub fn stamp(&mut self, seq: u64) -> &[u8] {
+        let n = self.0.len().min(8);
+        self.0[..n].copy_from_slice(&seq.to_le_bytes()[..n]);
+        &self.0
+    }
+}
+
+/// What one throughput run measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Throughput {
+    /// Messages sent, received and verified.
+    pub messages: u64,
+    /// Bytes per message.
+    pub size: usize,
+    /// From the receiver being ready to it having verified the last message.
+    pub elapsed: Duration,
+}
+
+impl Throughput {
+    /// Messages per second.
+    pub fn msgs_per_sec(&self) -> f64 {
+        self.messages as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Payload bytes per second.
+    pub fn bytes_per_sec(&self) -> f64 {
+        self.msgs_per_sec() * self.size as f64
+    }
+}
+
+/// What one latency run measured: one-way latencies (round trip / 2), sorted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Latency {
+    /// Bytes per message.
+    pub size: usize,
+    /// One-way latency samples in nanoseconds, ascending.
+    pub one_way_ns: Vec<u64>,
+}
+
+impl Latency {
+    /// The `q` quantile (0.0 ..= 1.0) in nanoseconds.
+    pub fn quantile(&self, q: f64) -> u64 {
+        if self.one_way_ns.is_empty() {
+            return 0;
+        }
+        let i = ((self.one_way_ns.len() - 1) as f64 * q).round() as usize;
+        self.one_way_ns[i]
+    }
+}
+
+/// How to run one measurement.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// The executable to run as the peer (`shmlane`, which understands `__peer`).
+    pub peer_exe: std::path::PathBuf,
+    /// Channel configuration (capacity, max message, wait strategy).
+    pub config: Config,
+    /// Pin this process to CPU 0 and the peer to CPU 1.
+    pub pin: bool,
+}
+
+static RUN: AtomicU32 = AtomicU32::new(0);
+
+fn unique_name(tag: &str) -> String {
+    format!(
+        "/shmlane-bench-{}-{}-{tag}",
+        std::process::id(),
+        RUN.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Pins the calling process to `cpu`, if the machine has it.
+pub fn pin_to(cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    if set.set(cpu).is_ok() {
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+    }
+}
+
+struct Peer {
+    child: Child,
+    out: BufReader<ChildStdout>,
+}
+
+impl Peer {
+    fn spawn(setup: &Setup, args: &[(&str, String)]) -> Result<Peer> {
+        let mut cmd = Command::new(&setup.peer_exe);
+        cmd.arg("__peer");
+        for (k, v) in args {
+            cmd.arg(format!("{k}={v}"));
+        }
+        cmd.arg(format!("max={}", setup.config.max_message))
+            .arg(format!("cap={}", setup.config.capacity))
+            .arg(format!("wait={}", setup.config.wait));
+        if setup.pin {
+            cmd.arg("cpu=1");
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| Error::io("spawn benchmark peer", e))?;
+        let out = BufReader::new(child.stdout.take().expect("piped stdout"));
+        Ok(Peer { child, out })
+    }
+
+    /// The peer's next line, or an error saying how it failed.
+    fn line(&mut self) -> Result<String> {
+        let mut s = String::new();
+        let n = self
+            .out
+            .read_line(&mut s)
+            .map_err(|e| Error::io("read from peer", e))?;
+        if n == 0 {
+            let status = self
+                .child
+                .wait()
+                .map_err(|e| Error::io("wait for peer", e))?;
+            return Err(Error::io(
+                "benchmark peer",
+                std::io::Error::other(format!("the peer process exited early ({status})")),
+            ));
+        }
+        Ok(s.trim_end().to_string())
+    }
+
+    fn expect(&mut self, what: &str) -> Result<String> {
+        let line = self.line()?;
+        if let Some(rest) = line.strip_prefix(what) {
+            return Ok(rest.trim().to_string());
+        }
+        Err(Error::io(
+            "benchmark peer",
+            std::io::Error::other(format!("expected {what:?} from the peer, got {line:?}")),
+        ))
+    }
+
+    fn finish(mut self) -> Result<()> {
+        let status = self
+            .child
+            .wait()
+            .map_err(|e| Error::io("wait for peer", e))?;
+        if !status.success() {
+            return Err(Error::io(
+                "benchmark peer",
+                std::io::Error::other(format!("the peer process failed ({status})")),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        // Only reached with the child still running on an error path: stop our own child.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn throughput_with<T: Transport>(setup: &Setup, size: usize, messages: u64) -> Result<Throughput> {
+    let name = unique_name("tp");
+    let mut peer = Peer::spawn(
+        setup,
+        &[
+            ("mode", "rx".into()),
+            ("backend", T::NAME.into()),
+            ("name", name.clone()),
+            ("size", size.to_string()),
+            ("messages", messages.to_string()),
+        ],
+    )?;
+    if setup.pin {
+        pin_to(0);
+    }
+    let mut payload = Payload::new(size);
+    let mut expected = 0u64;
+    for seq in 0..messages {
+        expected = fold(expected, checksum(payload.stamp(seq)));
+    }
+    let mut tx = T::create_tx(&name, &setup.config)?;
+    peer.expect("ready")?;
+    let start = Instant::now();
+    for seq in 0..messages {
+        tx.send(payload.stamp(seq))?;
+    }
+    let got = peer.expect("done")?;
+    let elapsed = start.elapsed();
+    drop(tx);
+    peer.finish()?;
+    let got: u64 = got
+        .parse()
+        .map_err(|_| Error::corrupt(format!("peer sent a bad checksum line {got:?}")))?;
+    if got != expected {
+        return Err(Error::corrupt(format!(
+            "{}: the receiver's checksum {got:#x} differs from the sender's {expected:#x}",
+            T::NAME
+        )));
+    }
+    Ok(Throughput {
+        messages,
+        size,
+        elapsed,
+    })
+}
+
+fn latency_with<T: Transport>(setup: &Setup, size: usize, samples: u64) -> Result<Latency> {
+    let ping = unique_name("ping");
+    let pong = unique_name("pong");
+    let warmup = (samples / 10).clamp(10, 10_000);
+    let mut peer = Peer::spawn(
+        setup,
+        &[
+            ("mode", "echo".into()),
+            ("backend", T::NAME.into()),
+            ("name", ping.clone()),
+            ("name2", pong.clone()),
+            ("size", size.to_string()),
+            ("messages", (samples + warmup).to_string()),
+        ],
+    )?;
+    if setup.pin {
+        pin_to(0);
+    }
+    let mut tx = T::create_tx(&ping, &setup.config)?;
+    let mut rx = T::create_rx(&pong, &setup.config)?;
+    peer.expect("ready")?;
+    let mut payload = Payload::new(size);
+    let mut rtts = Vec::with_capacity(samples as usize);
+    for seq in 0..samples + warmup {
+        let msg = payload.stamp(seq);
+        let want = checksum(msg);
+        let t0 = Instant::now();
+        tx.send(msg)?;
+        let ok = rx.recv_with(|m| checksum(m) == want)?;
+        let rtt = t0.elapsed();
+        if !ok {
+            return Err(Error::corrupt(format!(
+                "{}: echoed message {seq} differs",
+                T::NAME
+            )));
+        }
+        if seq >= warmup {
+            rtts.push(rtt.as_nanos() as u64 / 2);
+        }
+    }
+    peer.expect("done")?;
+    drop(tx);
+    drop(rx);
+    peer.finish()?;
+    rtts.sort_unstable();
+    Ok(Latency {
+        size,
+        one_way_ns: rtts,
+    })
+}
+
+/// Streams `messages` messages of `size` bytes from this process to a peer process over
+/// `backend`, and measures how long until the peer has received and verified them all.
+pub fn throughput(
+    backend: BackendKind,
+    setup: &Setup,
+    size: usize,
+    messages: u64,
+) -> Result<Throughput> {
+    with_backend!(backend, T => throughput_with::<T>(setup, size, messages))
+}
+
+/// Ping-pongs `samples` messages of `size` bytes with a peer process that echoes them,
+/// and returns the one-way latencies (round trip / 2).
+pub fn latency(backend: BackendKind, setup: &Setup, size: usize, samples: u64) -> Result<Latency> {
+    with_backend!(backend, T => latency_with::<T>(setup, size, samples))
+}
+
+fn peer_rx<T: Transport>(cfg: &Config, name: &str, size: usize, messages: u64) -> Result<()> {
+    let mut rx = open_retry(|| T::open_rx(name, cfg))?;
+    say("ready");
+    let mut total = 0u64;
+    for seq in 0..messages {
+        let (len, sum) = rx.recv_with(|m| (m.len(), checksum(m)))?;
+        if len != size {
+            return Err(Error::corrupt(format!(
+                "message {seq} has {len} bytes, expected {size}"
+            )));
+        }
+        total = fold(total, sum);
+    }
+    say(&format!("done {total}"));
+    Ok(())
+}
+
+fn peer_echo<T: Transport>(cfg: &Config, ping: &str, pong: &str, messages: u64) -> Result<()> {
+    let mut rx = open_retry(|| T::open_rx(ping, cfg))?;
+    let mut tx = open_retry(|| T::open_tx(pong, cfg))?;
+    say("ready");
+    for _ in 0..messages {
+        rx.recv_with(|m| tx.send(m))??;
+    }
+    say("done");
+    Ok(())
+}
+
+/// Opens a channel that the parent may not have created yet.
+fn open_retry<X>(mut f: impl FnMut() -> Result<X>) -> Result<X> {
+    let start = Instant::now();
+    loop {
+        match f() {
+            Err(Error::NotFound { .. }) if start.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// The peer side of a benchmark: `args` are the `key=value` words after `__peer`.
+pub fn peer_main(args: &[String]) -> Result<()> {
+    let get = |key: &str| -> Result<&str> {
+        args.iter()
+            .find_map(|a| a.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+            .ok_or_else(|| Error::InvalidOptions {
+                reason: format!("__peer needs {key}=..."),
+            })
+    };
+    let num = |key: &str| -> Result<u64> {
+        get(key)?.parse().map_err(|_| Error::InvalidOptions {
+            reason: format!("__peer: {key} is not a number"),
+        })
+    };
+    let backend: BackendKind = get("backend")?
+        .parse()
+        .map_err(|reason| Error::InvalidOptions { reason })?;
+    let wait: Wait = get("wait")?
+        .parse()
+        .map_err(|reason| Error::InvalidOptions { reason })?;
+    let cfg = Config {
+        max_message: num("max")? as usize,
+        capacity: num("cap")? as usize,
+        wait,
+    };
+    if let Ok(cpu) = num("cpu") {
+        pin_to(cpu as usize);
+    }
+    let size = num("size")? as usize;
+    let messages = num("messages")?;
+    match get("mode")? {
+        "rx" => with_backend!(backend, T => peer_rx::<T>(&cfg, get("name")?, size, messages)),
+        "echo" => {
+            with_backend!(backend, T => peer_echo::<T>(&cfg, get("name")?, get("name2")?, messages))
+        }
+        m => Err(Error::InvalidOptions {
+            reason: format!("__peer: unknown mode {m}"),
+        }),
+    }
+}
+
+/// The executable that `shmlane bench` re-runs as its peer: this one.
+pub fn this_exe() -> Result<std::path::PathBuf> {
+    std::env::current_exe().map_err(|e| Error::io("current_exe", e))
+}
+
+/// Whether `path` looks runnable.
+pub fn exe_exists(path: &Path) -> bool {
+    path.is_file()
+}
