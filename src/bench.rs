@@ -79,6 +79,9 @@ pub struct Throughput {
     pub size: usize,
     /// From the receiver being ready to it having verified the last message.
     pub elapsed: Duration,
+    /// Semaphore waits and posts made by both processes during the run (shared-memory
+    /// backends; the kernel backends make at least one system call per message anyway).
+    pub wait_syscalls: u64,
 }
 
 impl Throughput {
@@ -248,17 +251,20 @@ fn throughput_with<T: Transport>(setup: &Setup, size: usize, messages: u64) -> R
     }
     let mut tx = T::create_tx(&name, &setup.config)?;
     peer.expect("ready")?;
+    let own_before = crate::wait::stats::sleeps() + crate::wait::stats::posts();
     let start = Instant::now();
     for seq in 0..messages {
         tx.send(payload.stamp(seq))?;
     }
-    let got = peer.expect("done")?;
+    let done = peer.expect("done")?;
     let elapsed = start.elapsed();
+    let own = crate::wait::stats::sleeps() + crate::wait::stats::posts() - own_before;
     drop(tx);
     peer.finish()?;
-    let got: u64 = got
-        .parse()
-        .map_err(|_| Error::corrupt(format!("peer sent a bad checksum line {got:?}")))?;
+    let bad = || Error::corrupt(format!("peer sent a bad result line {done:?}"));
+    let mut words = done.split_whitespace().map(|w| w.parse::<u64>());
+    let got = words.next().and_then(|r| r.ok()).ok_or_else(bad)?;
+    let peer_syscalls = words.next().and_then(|r| r.ok()).ok_or_else(bad)?;
     if got != expected {
         return Err(Error::corrupt(format!(
             "{}: the receiver's checksum {got:#x} differs from the sender's {expected:#x}",
@@ -269,6 +275,7 @@ fn throughput_with<T: Transport>(setup: &Setup, size: usize, messages: u64) -> R
         messages,
         size,
         elapsed,
+        wait_syscalls: own + peer_syscalls,
     })
 }
 
@@ -343,6 +350,7 @@ pub fn latency(backend: BackendKind, setup: &Setup, size: usize, samples: u64) -
 fn peer_rx<T: Transport>(cfg: &Config, name: &str, size: usize, messages: u64) -> Result<()> {
     let mut rx = open_retry(|| T::open_rx(name, cfg))?;
     say("ready");
+    let before = crate::wait::stats::sleeps() + crate::wait::stats::posts();
     let mut total = 0u64;
     for seq in 0..messages {
         let (len, sum) = rx.recv_with(|m| (m.len(), checksum(m)))?;
@@ -353,7 +361,8 @@ fn peer_rx<T: Transport>(cfg: &Config, name: &str, size: usize, messages: u64) -
         }
         total = fold(total, sum);
     }
-    say(&format!("done {total}"));
+    let syscalls = crate::wait::stats::sleeps() + crate::wait::stats::posts() - before;
+    say(&format!("done {total} {syscalls}"));
     Ok(())
 }
 

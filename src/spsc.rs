@@ -45,6 +45,7 @@ fn spsc_geometry(opts: &Options) -> Result<Geometry> {
 fn register(mapped: Mapped, index: usize) -> Result<(Arc<Mapped>, Me)> {
     let me = Me::get();
     mapped.endpoint(index).attach(me.pid, me.start_time)?;
+    wait::announce_light_waker(&mapped.header().light_wakers);
     Ok((Arc::new(mapped), me))
 }
 
@@ -128,7 +129,7 @@ impl Producer {
     #[inline]
     pub fn send_tagged(&mut self, tag: u32, msg: &[u8]) -> Result<()> {
         let mut g = self.reserve_inner(msg.len(), None)?;
-        g.copy_from_slice(msg);
+        g.copy_from(msg);
         g.tag = tag;
         g.commit();
         Ok(())
@@ -142,7 +143,7 @@ impl Producer {
     /// Sends a tagged message, waiting at most `timeout` for room.
     pub fn send_tagged_timeout(&mut self, tag: u32, msg: &[u8], timeout: Duration) -> Result<()> {
         let mut g = self.reserve_inner(msg.len(), Some(Instant::now() + timeout))?;
-        g.copy_from_slice(msg);
+        g.copy_from(msg);
         g.tag = tag;
         g.commit();
         Ok(())
@@ -158,7 +159,7 @@ impl Producer {
     #[inline]
     pub fn try_send_tagged(&mut self, tag: u32, msg: &[u8]) -> Result<(), TrySendError> {
         let mut g = self.try_reserve(msg.len())?;
-        g.copy_from_slice(msg);
+        g.copy_from(msg);
         g.tag = tag;
         g.commit();
         Ok(())
@@ -222,6 +223,7 @@ impl Producer {
                         deadline,
                         waiters: &h.space_waiters,
                         sem: &h.space_sem,
+                        light_wakers: &h.light_wakers,
                         drain_when_gone: false,
                     },
                     || {
@@ -262,7 +264,7 @@ impl Producer {
                     self.reserve_inner(msg.len(), None)?.off
                 }
             };
-            self.ring.payload_mut(off, msg.len()).copy_from_slice(msg);
+            crate::ring::copy::copy_bytes(self.ring.payload_mut(off, msg.len()), msg);
             self.ring.commit_deferred(off, msg.len(), 0);
             n += 1;
         }
@@ -339,6 +341,17 @@ impl<'a> WriteGrant<'a> {
     /// final size is known only after writing.
     pub fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len);
+    }
+
+    /// Copies `src` (exactly the reserved length) into the message. Unlike
+    /// `copy_from_slice`, it stays fast whatever the relative alignment of `src` and the
+    /// ring (see [`crate::ring::copy`]).
+    ///
+    /// # Panics
+    /// If `src.len()` differs from the message length.
+    #[inline]
+    pub fn copy_from(&mut self, src: &[u8]) {
+        crate::ring::copy::copy_bytes(self, src);
     }
 
     /// Publishes the message: the consumer can read it from now on.
@@ -488,6 +501,7 @@ impl Consumer {
                 deadline,
                 waiters: &h.data_waiters,
                 sem: &h.data_sem,
+                light_wakers: &h.light_wakers,
                 drain_when_gone: true,
             },
             || match ring.try_peek() {

@@ -9,13 +9,18 @@
 //! With both fences in the single SeqCst order, either the waker's load sees the
 //! sleeper's increment (and posts), or the sleeper's re-check sees the waker's position
 //! (and does not sleep). Under load nobody sleeps, so no system call is made per message.
+//!
+//! Where the kernel offers `membarrier(2)`, the waker's fence is only a compiler barrier
+//! and the sleeper issues a global expedited membarrier before it sleeps instead (see
+//! `ring::barrier`): the message path then has no fence at all.
 
-use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{compiler_fence, fence, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_utils::Backoff;
 
 use crate::error::{Error, Result};
+use crate::ring::barrier;
 use crate::segment::header::SemCell;
 
 /// How an endpoint waits when the ring is full (producer) or empty (consumer).
@@ -95,6 +100,17 @@ pub mod stats {
     }
 }
 
+/// Tells sleepers on this segment that this process wakes with light barriers, if it
+/// does; called once per endpoint at attach, before it publishes anything.
+pub(crate) fn announce_light_waker(light_wakers: &AtomicU32) {
+    if barrier::register() {
+        light_wakers.fetch_or(1, Ordering::SeqCst);
+        // Pairs with the sleeper's fence between its waiter increment and its load of
+        // the flag: either it sees the flag, or our later waiter loads see its increment.
+        fence(Ordering::SeqCst);
+    }
+}
+
 /// The waker's half: after publishing, wake one sleeper if anyone sleeps.
 ///
 /// The waker takes the sleeper off the count itself (one CAS), so a burst of messages to
@@ -102,7 +118,12 @@ pub mod stats {
 /// sleeper (no thundering herd).
 #[inline]
 pub(crate) fn wake(waiters: &AtomicU32, sem: &SemCell) {
-    fence(Ordering::SeqCst);
+    if barrier::light() {
+        // The sleeper's membarrier stands in for our half of the fence.
+        compiler_fence(Ordering::SeqCst);
+    } else {
+        fence(Ordering::SeqCst);
+    }
     if waiters.load(Ordering::Relaxed) != 0 {
         wake_slow(waiters, sem);
     }
@@ -145,6 +166,8 @@ pub(crate) struct Waiting<'a> {
     pub deadline: Option<Instant>,
     pub waiters: &'a AtomicU32,
     pub sem: &'a SemCell,
+    /// The header's `light_wakers` flag.
+    pub light_wakers: &'a AtomicU32,
     /// When the peer is gone, give `check` one last try (a consumer drains what was
     /// published); otherwise fail at once (a producer has nobody to send to).
     pub drain_when_gone: bool,
@@ -203,6 +226,11 @@ pub(crate) fn wait_until<T>(
                 }
                 w.waiters.fetch_add(1, Ordering::SeqCst);
                 fence(Ordering::SeqCst);
+                if w.light_wakers.load(Ordering::Relaxed) != 0 && !barrier::heavy() {
+                    // Light wakers, and no heavy barrier to pair with them: a wake-up may
+                    // be missed, so sleep only briefly before looking again.
+                    slice = slice.min(Duration::from_millis(1));
+                }
                 if let Some(r) = check() {
                     unregister(w.waiters);
                     return r;

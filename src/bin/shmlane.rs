@@ -50,7 +50,9 @@ struct BenchArgs {
     /// Round trips per latency run (0 skips latency).
     #[arg(long, default_value_t = 20_000)]
     latency_samples: u64,
-    /// How the shared-memory endpoints wait: spin, yield or block.
+    /// How the shared-memory endpoints wait: spin, yield or block. The sys/msg column
+    /// counts the semaphore waits and posts (and so membarrier calls) of the shm-spsc
+    /// ring per message, both processes together.
     #[arg(long, default_value_t = Wait::Block)]
     wait: Wait,
     /// Throughput runs per cell; the best is reported.
@@ -73,6 +75,7 @@ struct Row {
     messages: u64,
     msgs_per_sec: f64,
     bytes_per_sec: f64,
+    wait_syscalls_per_msg: Option<f64>,
     p50: Option<u64>,
     p99: Option<u64>,
     p999: Option<u64>,
@@ -119,6 +122,7 @@ fn run_bench(a: BenchArgs) -> Result<(), String> {
                 messages,
                 msgs_per_sec: 0.0,
                 bytes_per_sec: 0.0,
+                wait_syscalls_per_msg: None,
                 p50: None,
                 p99: None,
                 p999: None,
@@ -142,6 +146,9 @@ fn run_bench(a: BenchArgs) -> Result<(), String> {
             let best = best.expect("at least one run");
             row.msgs_per_sec = best.msgs_per_sec();
             row.bytes_per_sec = best.bytes_per_sec();
+            if backend == BackendKind::ShmSpsc {
+                row.wait_syscalls_per_msg = Some(best.wait_syscalls as f64 / best.messages as f64);
+            }
             if a.latency_samples > 0 {
                 let l = bench::latency(backend, &setup, size, a.latency_samples)
                     .map_err(|e| format!("{backend} {size} B latency: {e}"))?;
@@ -197,8 +204,17 @@ fn print_table(rows: &[Row], a: &BenchArgs) {
         a.wait, a.pin, a.runs
     );
     println!(
-        "{:<10} {:>7} {:>10} {:>11} {:>11} {:>8} {:>9} {:>9} {:>9}",
-        "backend", "size", "messages", "msgs/s", "MB/s", "vs pipe", "p50", "p99", "p99.9"
+        "{:<10} {:>7} {:>10} {:>11} {:>11} {:>8} {:>9} {:>9} {:>9} {:>9}",
+        "backend",
+        "size",
+        "messages",
+        "msgs/s",
+        "MB/s",
+        "vs pipe",
+        "p50",
+        "p99",
+        "p99.9",
+        "sys/msg"
     );
     for r in rows {
         if let Some(note) = &r.note {
@@ -206,7 +222,7 @@ fn print_table(rows: &[Row], a: &BenchArgs) {
             continue;
         }
         println!(
-            "{:<10} {:>7} {:>10} {:>11} {:>11.1} {:>8} {:>9} {:>9} {:>9}",
+            "{:<10} {:>7} {:>10} {:>11} {:>11.1} {:>8} {:>9} {:>9} {:>9} {:>9}",
             r.backend.name(),
             r.size,
             r.messages,
@@ -216,6 +232,8 @@ fn print_table(rows: &[Row], a: &BenchArgs) {
             ns(r.p50),
             ns(r.p99),
             ns(r.p999),
+            r.wait_syscalls_per_msg
+                .map_or("-".into(), |v| format!("{v:.4}")),
         );
     }
 }
@@ -234,6 +252,7 @@ fn print_json(rows: &[Row], a: &BenchArgs) {
                 "p99_ns": r.p99,
                 "p999_ns": r.p999,
                 "vs_pipe": r.vs_pipe,
+                "wait_syscalls_per_msg": r.wait_syscalls_per_msg,
                 "wait": a.wait.to_string(),
                 "pin": a.pin,
                 "note": r.note,

@@ -3,6 +3,8 @@
 //! Everything read from the shared data area or positions is range-checked before it
 //! forms a slice: a bad value is [`crate::Error::Corrupt`], never undefined behaviour.
 
+pub(crate) mod barrier;
+pub mod copy;
 pub(crate) mod spsc;
 
 /// Bytes of a record header `{ len: u32, tag: u32 }`.

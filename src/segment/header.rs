@@ -157,6 +157,11 @@ pub struct Header {
     pub data_sem: CachePadded<SemCell>,
     /// Posted to wake a producer.
     pub space_sem: CachePadded<SemCell>,
+    /// Non-zero once any endpoint wakes with light barriers (see `ring::barrier`):
+    /// sleepers must then issue the heavy barrier before they sleep.
+    pub light_wakers: AtomicU32,
+    /// Unused, zero.
+    pub reserved2: AtomicU32,
     /// Statistics: MPMC slots skipped because their claimer died.
     pub lost: CachePadded<AtomicU64>,
 }
@@ -167,7 +172,7 @@ const _: () = assert!(HEADER_SIZE % align_of::<Header>() == 0);
 /// A hash of the size and offset of every header field and of the record header: a peer
 /// built with another layout is refused instead of reading garbage.
 pub fn layout_hash() -> u64 {
-    let parts: [u64; 34] = [
+    let parts: [u64; 35] = [
         size_of::<Header>() as u64,
         align_of::<Header>() as u64,
         offset_of!(Header, magic) as u64,
@@ -196,6 +201,7 @@ pub fn layout_hash() -> u64 {
         offset_of!(Header, data_sem) as u64,
         offset_of!(Header, space_sem) as u64,
         size_of::<libc::sem_t>() as u64,
+        offset_of!(Header, light_wakers) as u64,
         offset_of!(Header, lost) as u64,
         HEADER_SIZE as u64,
         crate::ring::RECORD_HEADER as u64,
