@@ -23,7 +23,11 @@ pub(crate) fn create(name: &str, opts: &Options, mut geometry: Geometry) -> Resu
     geometry.segment_len = len;
     let mut seg = Segment::create(name, len, opts.get_backing(), opts.get_mode())?;
     seg.set_remove_on_drop(!opts.get_persist());
-    Mapped::init(seg, geometry)
+    Mapped::init(seg, geometry, |m| {
+        if m.geometry().kind == Kind::Mpmc {
+            crate::ring::mpmc::init_stamps(m);
+        }
+    })
 }
 
 /// Opens and validates a segment of the given kind, waiting up to [`READY_TIMEOUT`] for a

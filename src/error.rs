@@ -143,6 +143,12 @@ pub enum Error {
         /// The pid of the process that holds the role.
         pid: i32,
     },
+    /// Every endpoint slot of an MPMC segment's registry is held by a live process.
+    #[error("all {max} endpoint slots of this channel are held by live processes; close some senders or receivers first")]
+    TooManyEndpoints {
+        /// The number of slots.
+        max: usize,
+    },
     /// A message is larger than the segment's `max_message`.
     #[error("message of {len} bytes is larger than this channel's max_message of {max} bytes (set with Options::max_message)")]
     MessageTooLarge {

@@ -43,6 +43,7 @@ mod channel;
 mod error;
 mod options;
 pub mod ring;
+pub mod mpmc;
 pub mod segment;
 pub mod spsc;
 pub mod wait;

@@ -10,6 +10,15 @@ pub const DEFAULT_CAPACITY: usize = 1 << 20;
 pub const MIN_CAPACITY: usize = 64;
 /// The largest data capacity a ring can have (1 TiB).
 pub const MAX_CAPACITY: usize = 1 << 40;
+/// The default slot count of an MPMC ring.
+pub const DEFAULT_SLOTS: usize = 1024;
+/// The default slot size of an MPMC ring (header included): `max_message` defaults to this
+/// minus the 32-byte slot header.
+pub const DEFAULT_SLOT_SIZE: usize = 1024;
+/// The largest slot count of an MPMC ring.
+pub const MAX_SLOTS: usize = 1 << 30;
+/// The largest `max_message` of an MPMC ring (16 MiB).
+pub const MAX_MPMC_MESSAGE: usize = 16 << 20;
 /// The largest `max_message` any ring accepts (record lengths keep their top bit as a flag).
 pub const MAX_MESSAGE_LIMIT: usize = (1 << 31) - 1;
 
@@ -68,7 +77,8 @@ impl Options {
         self
     }
 
-    /// The number of slots of an MPMC ring, rounded up to a power of two.
+    /// The number of slots of an MPMC ring, rounded up to a power of two (default 1024).
+    /// An MPMC ring's `max_message` defaults to 992 bytes (1 KiB slots).
     pub fn slots(mut self, count: usize) -> Options {
         self.slots = Some(count);
         self
@@ -135,6 +145,45 @@ impl Options {
         self.max_message
     }
 
+    /// Slot count, slot size and max message of an MPMC ring, checked.
+    pub(crate) fn mpmc_geometry(&self) -> Result<(usize, usize, usize)> {
+        use crate::ring::{SLOT_ALIGN, SLOT_HEADER};
+        let slots = self.slots.unwrap_or(DEFAULT_SLOTS);
+        if slots == 0 || slots > MAX_SLOTS {
+            return Err(Error::InvalidOptions {
+                reason: format!("slots {slots} is out of range (1 ..= {MAX_SLOTS})"),
+            });
+        }
+        let slots = slots.next_power_of_two();
+        let max_message = self.max_message.unwrap_or(DEFAULT_SLOT_SIZE - SLOT_HEADER);
+        if max_message > MAX_MPMC_MESSAGE {
+            return Err(Error::InvalidOptions {
+                reason: format!(
+                    "max_message {max_message} is over the MPMC limit of {MAX_MPMC_MESSAGE} bytes (every slot is that large; use an SPSC ring for big messages)"
+                ),
+            });
+        }
+        let slot_size = (SLOT_HEADER + max_message).div_ceil(SLOT_ALIGN) * SLOT_ALIGN;
+        if slots.saturating_mul(slot_size) > MAX_CAPACITY {
+            return Err(Error::InvalidOptions {
+                reason: format!(
+                    "{slots} slots of {slot_size} bytes are more than {MAX_CAPACITY} bytes"
+                ),
+            });
+        }
+        self.check_mode()?;
+        Ok((slots, slot_size, max_message))
+    }
+
+    fn check_mode(&self) -> Result<()> {
+        if self.mode & !0o777 != 0 {
+            return Err(Error::InvalidOptions {
+                reason: format!("mode {:#o} has bits other than 0o777", self.mode),
+            });
+        }
+        Ok(())
+    }
+
     /// Capacity and max message of an SPSC ring, checked: `(capacity, max_message)`.
     pub(crate) fn spsc_geometry(&self) -> Result<(usize, usize)> {
         if self.capacity == 0 || self.capacity > MAX_CAPACITY {
@@ -162,11 +211,7 @@ impl Options {
                 reason: format!("max_message {max_message} is over the limit {MAX_MESSAGE_LIMIT}"),
             });
         }
-        if self.mode & !0o777 != 0 {
-            return Err(Error::InvalidOptions {
-                reason: format!("mode {:#o} has bits other than 0o777", self.mode),
-            });
-        }
+        self.check_mode()?;
         Ok((capacity, max_message))
     }
 }

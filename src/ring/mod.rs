@@ -5,14 +5,18 @@
 
 pub(crate) mod barrier;
 pub mod copy;
+pub(crate) mod mpmc;
 pub(crate) mod spsc;
 
 /// Bytes of a record header `{ len: u32, tag: u32 }`.
 pub const RECORD_HEADER: usize = 8;
 /// Records start on multiples of this.
 pub const RECORD_ALIGN: usize = 8;
-/// Bytes of an MPMC slot header `{ stamp: u64, len: u32, tag: u32, pid: i32, pad: u32 }`.
-pub const SLOT_HEADER: usize = 24;
+/// Bytes of an MPMC slot header
+/// `{ stamp: u64, producer_claim: u64, consumer_claim: u64, len: u32, tag: u32 }`.
+pub const SLOT_HEADER: usize = 32;
+/// MPMC slots are a multiple of this (a cache line, so neighbours do not false-share).
+pub const SLOT_ALIGN: usize = 64;
 
 /// The bytes a record of `len` payload bytes takes in an SPSC ring: header plus payload,
 /// rounded up to [`RECORD_ALIGN`].

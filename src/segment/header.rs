@@ -96,13 +96,29 @@ pub const EP_CLOSED: u32 = 3;
 
 /// Splits an endpoint word into `(pid, state)`.
 pub fn split_word(word: u64) -> (i32, u32) {
-    ((word >> 32) as u32 as i32, word as u32)
+    ((word >> 32) as u32 as i32, word as u32 & 0xff)
 }
 
-/// Packs `(pid, state)` into an endpoint word.
-pub fn make_word(pid: i32, state: u32) -> u64 {
-    (u64::from(pid as u32) << 32) | u64::from(state)
+/// The role bits of an endpoint word (0 for SPSC, whose slots imply the role;
+/// [`ROLE_SENDER`] or [`ROLE_RECEIVER`] for MPMC).
+pub fn word_role(word: u64) -> u32 {
+    (word as u32 >> 8) & 0xff
 }
+
+/// Packs `(pid, state)` into an endpoint word, role 0.
+pub fn make_word(pid: i32, state: u32) -> u64 {
+    make_role_word(pid, 0, state)
+}
+
+/// Packs `(pid, role, state)` into an endpoint word.
+pub fn make_role_word(pid: i32, role: u32, state: u32) -> u64 {
+    (u64::from(pid as u32) << 32) | u64::from(role << 8) | u64::from(state)
+}
+
+/// MPMC registry role: a sender.
+pub const ROLE_SENDER: u32 = 1;
+/// MPMC registry role: a receiver.
+pub const ROLE_RECEIVER: u32 = 2;
 
 /// The segment header, at offset 0 of every shmlane segment.
 #[repr(C)]
@@ -160,8 +176,11 @@ pub struct Header {
     /// Non-zero once any endpoint wakes with light barriers (see `ring::barrier`):
     /// sleepers must then issue the heavy barrier before they sleep.
     pub light_wakers: AtomicU32,
-    /// Unused, zero.
-    pub reserved2: AtomicU32,
+    /// MPMC: endpoints attached and not cleanly closed, `[senders, receivers]` (a dead
+    /// process's endpoints stay counted; the registry tells those apart).
+    pub mpmc_live: [AtomicU32; 2],
+    /// MPMC: bit 0 once a sender has attached, bit 1 once a receiver has.
+    pub mpmc_ever: AtomicU32,
     /// Statistics: MPMC slots skipped because their claimer died.
     pub lost: CachePadded<AtomicU64>,
 }
@@ -172,7 +191,7 @@ const _: () = assert!(HEADER_SIZE % align_of::<Header>() == 0);
 /// A hash of the size and offset of every header field and of the record header: a peer
 /// built with another layout is refused instead of reading garbage.
 pub fn layout_hash() -> u64 {
-    let parts: [u64; 35] = [
+    let parts: [u64; 37] = [
         size_of::<Header>() as u64,
         align_of::<Header>() as u64,
         offset_of!(Header, magic) as u64,
@@ -202,6 +221,8 @@ pub fn layout_hash() -> u64 {
         offset_of!(Header, space_sem) as u64,
         size_of::<libc::sem_t>() as u64,
         offset_of!(Header, light_wakers) as u64,
+        offset_of!(Header, mpmc_live) as u64,
+        offset_of!(Header, mpmc_ever) as u64,
         offset_of!(Header, lost) as u64,
         HEADER_SIZE as u64,
         crate::ring::RECORD_HEADER as u64,
@@ -262,7 +283,12 @@ impl From<Error> for Invalid {
 
 impl Mapped {
     /// Initialises a freshly created (zeroed) segment and marks it ready.
-    pub(crate) fn init(seg: Segment, geometry: Geometry) -> Result<Mapped> {
+    /// `init_data` prepares the data area (MPMC stamps) before the segment is marked ready.
+    pub(crate) fn init(
+        seg: Segment,
+        geometry: Geometry,
+        init_data: impl FnOnce(&Mapped),
+    ) -> Result<Mapped> {
         assert!(seg.len() >= HEADER_SIZE + geometry.capacity);
         let mapped = Mapped { seg, geometry };
         let h = mapped.header();
@@ -297,6 +323,8 @@ impl Mapped {
                 return Err(Error::last_os("sem_init"));
             }
         }
+        init_data(&mapped);
+        let h = mapped.header();
         h.magic.store(u64::from_ne_bytes(MAGIC), Ordering::Relaxed);
         h.state.store(STATE_READY, Ordering::Release);
         Ok(mapped)
@@ -539,6 +567,46 @@ impl Endpoint {
         }
     }
 
+    /// Claims this entry for an MPMC endpoint of `role`, if it is free, closed, or held by
+    /// a dead process. Returns whether it was claimed.
+    pub fn try_attach_role(&self, role: u32, pid: i32, start_time: u64) -> bool {
+        let cur = self.word.load(Ordering::Acquire);
+        let (holder, state) = split_word(cur);
+        let reusable = match state {
+            EP_FREE | EP_CLOSED => true,
+            EP_ATTACHED => !process_alive(holder, self.start_time.load(Ordering::Acquire)),
+            _ => false,
+        };
+        if !reusable {
+            return false;
+        }
+        if self
+            .word
+            .compare_exchange(
+                cur,
+                make_role_word(pid, role, EP_ATTACHING),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_err()
+        {
+            return false;
+        }
+        self.start_time.store(start_time, Ordering::Release);
+        self.word
+            .store(make_role_word(pid, role, EP_ATTACHED), Ordering::Release);
+        true
+    }
+
+    /// Whether this entry holds a live endpoint of `role` (reads `/proc`).
+    pub fn live_with_role(&self, role: u32) -> bool {
+        let word = self.word.load(Ordering::Acquire);
+        if word_role(word) != role {
+            return false;
+        }
+        matches!(self.peer_state(), PeerState::Alive(_))
+    }
+
     /// Marks the endpoint closed (a clean exit), if `pid` still holds it.
     pub fn close(&self, pid: i32) {
         let cur = self.word.load(Ordering::Acquire);
@@ -546,7 +614,7 @@ impl Endpoint {
         if holder == pid {
             let _ = self.word.compare_exchange(
                 cur,
-                make_word(pid, EP_CLOSED),
+                make_role_word(pid, word_role(cur), EP_CLOSED),
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             );

@@ -1,0 +1,630 @@
+//! Many producers, many consumers: a bounded ring of fixed-size slots in shared memory.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use shmlane::{Options, Error};
+//! use shmlane::mpmc::{Sender, Receiver};
+//! # fn main() -> Result<(), Error> {
+//! let opts = Options::new().slots(4096).max_message(256); // slot count rounded up to 2^k
+//! let tx = Sender::create("/jobs", &opts)?;   // also Receiver::create(name, &opts)
+//! let rx = Receiver::open("/jobs")?;          // also Sender::open(name); any number of each
+//! tx.send(b"job")?;
+//! tx.send_tagged(2, b"job")?;
+//! let mut g = tx.reserve(100)?;               // zero-copy
+//! g.copy_from_slice(&[1u8; 100]);
+//! g.commit();
+//! let m = rx.recv()?;                         // Deref<Target = [u8]>, m.tag()
+//! assert_eq!(&m[..], b"job");
+//! let tx2 = tx.clone();                       // Clone + Send + Sync
+//! # drop((m, tx2)); Ok(()) }
+//! ```
+//!
+//! Every slot is `max_message` bytes plus a 32-byte header (rounded to 64), so choose
+//! `max_message` for the largest message you send; an SPSC ring suits large, variable
+//! messages better.
+//!
+//! ## Crash semantics
+//!
+//! Every endpoint is registered in the segment with its pid and start time. When every
+//! sender has gone (dropped, or its process died), receivers drain what was published and
+//! then get [`Error::Disconnected`]; the same the other way round. A sender that dies after
+//! claiming a slot and before publishing it loses that one message: a receiver waiting
+//! behind it notices (within one 50 ms wait slice) that the claimer is dead, skips the
+//! slot and counts it in the segment's `lost` counter ([`Receiver::lost`]). A receiver
+//! that dies while holding a message (a [`ReadGuard`]) loses that message the same way,
+//! and senders reclaim its slot when the ring is full. Nobody else stalls.
+
+use std::cell::RefCell;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::channel::{self, Me};
+use crate::error::{Error, Result, TryRecvError, TrySendError};
+use crate::ring::mpmc::{MpmcRing, RecvClaim, SendClaim, CANCELLED};
+use crate::segment::header::{Geometry, Kind, Mapped, MAX_ENDPOINTS, ROLE_RECEIVER, ROLE_SENDER};
+use crate::wait::{self, Wait, Waiting};
+use crate::Options;
+
+fn mpmc_geometry(opts: &Options) -> Result<Geometry> {
+    let (slots, slot_size, max_message) = opts.mpmc_geometry()?;
+    Ok(Geometry {
+        kind: Kind::Mpmc,
+        segment_len: 0,
+        capacity: slots * slot_size,
+        max_message,
+        slot_size,
+        slot_count: slots,
+        wait: opts.get_wait().to_raw(),
+    })
+}
+
+/// One registered endpoint, shared by all clones of a `Sender` or `Receiver`.
+struct Endpoint {
+    ring: MpmcRing,
+    shared: Arc<Mapped>,
+    wait: AtomicU32,
+    me: Me,
+    index: usize,
+    /// 0 for senders, 1 for receivers (index into `mpmc_live`).
+    side: usize,
+    /// When the slow path last ran for a `try_*` call (ms since `epoch`).
+    last_slow: AtomicU64,
+    epoch: Instant,
+}
+
+impl Endpoint {
+    fn attach(mapped: Mapped, role: u32) -> Result<Arc<Endpoint>> {
+        let me = Me::get();
+        let index = (0..MAX_ENDPOINTS)
+            .find(|&i| {
+                mapped
+                    .endpoint(i)
+                    .try_attach_role(role, me.pid, me.start_time)
+            })
+            .ok_or(Error::TooManyEndpoints { max: MAX_ENDPOINTS })?;
+        let side = if role == ROLE_SENDER { 0 } else { 1 };
+        let h = mapped.header();
+        h.mpmc_live[side].fetch_add(1, Ordering::SeqCst);
+        h.mpmc_ever.fetch_or(1 << side, Ordering::SeqCst);
+        wait::announce_light_waker(&h.light_wakers);
+        let wait = AtomicU32::new(mapped.geometry().wait);
+        let shared = Arc::new(mapped);
+        Ok(Arc::new(Endpoint {
+            ring: MpmcRing::new(shared.clone()),
+            shared,
+            wait,
+            me,
+            index,
+            side,
+            last_slow: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }))
+    }
+
+    fn wait(&self) -> Wait {
+        Wait::from_raw(self.wait.load(Ordering::Relaxed))
+    }
+
+    /// Cheap: every endpoint of the other side has closed cleanly (one had attached).
+    #[inline]
+    fn other_side_closed(&self) -> bool {
+        let h = self.shared.header();
+        let other = 1 - self.side;
+        h.mpmc_ever.load(Ordering::Acquire) & (1 << other) != 0
+            && h.mpmc_live[other].load(Ordering::Acquire) == 0
+    }
+
+    /// Reads `/proc`: no endpoint of the other side is alive (one had attached).
+    fn other_side_gone(&self) -> bool {
+        let h = self.shared.header();
+        let other = 1 - self.side;
+        if h.mpmc_ever.load(Ordering::Acquire) & (1 << other) == 0 {
+            return false;
+        }
+        let role = if other == 0 {
+            ROLE_SENDER
+        } else {
+            ROLE_RECEIVER
+        };
+        !h.endpoints.iter().any(|e| e.live_with_role(role))
+    }
+
+    /// Whether the rate-limited slow path (liveness, recovery) is due for a `try_*` call.
+    fn slow_path_due(&self) -> bool {
+        let now = self.epoch.elapsed().as_millis() as u64 + 1;
+        let last = self.last_slow.load(Ordering::Relaxed);
+        if last != 0 && now - last < wait::SLICE.as_millis() as u64 {
+            return false;
+        }
+        self.last_slow.store(now, Ordering::Relaxed);
+        true
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        let h = self.shared.header();
+        self.shared.endpoint(self.index).close(self.me.pid);
+        h.mpmc_live[self.side].fetch_sub(1, Ordering::SeqCst);
+        // Wake every sleeper of the other side, so they see the disconnect now.
+        let (waiters, sem) = if self.side == 0 {
+            (&h.data_waiters, &h.data_sem)
+        } else {
+            (&h.space_waiters, &h.space_sem)
+        };
+        for _ in 0..MAX_ENDPOINTS * 4 {
+            if waiters.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            wait::wake(waiters, sem);
+        }
+    }
+}
+
+/// A sending handle of an MPMC channel. Clone it freely: clones share one registration.
+#[derive(Clone)]
+pub struct Sender {
+    ep: Arc<Endpoint>,
+}
+
+/// A receiving handle of an MPMC channel. Clone it freely: clones share one registration.
+#[derive(Clone)]
+pub struct Receiver {
+    ep: Arc<Endpoint>,
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender")
+            .field("name", &self.name())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver")
+            .field("name", &self.name())
+            .finish()
+    }
+}
+
+macro_rules! common_methods {
+    () => {
+        /// The segment name.
+        pub fn name(&self) -> &str {
+            self.ep.shared.segment().name()
+        }
+
+        /// The number of slots.
+        pub fn slots(&self) -> usize {
+            self.ep.shared.geometry().slot_count
+        }
+
+        /// The largest message.
+        pub fn max_message(&self) -> usize {
+            self.ep.ring.max_message()
+        }
+
+        /// The wait strategy of this handle and its clones.
+        pub fn wait(&self) -> Wait {
+            self.ep.wait()
+        }
+
+        /// Changes the wait strategy of this handle and its clones.
+        pub fn set_wait(&self, wait: Wait) {
+            self.ep.wait.store(wait.to_raw(), Ordering::Relaxed);
+        }
+
+        /// Messages published and not yet taken (approximate under contention).
+        pub fn len(&self) -> usize {
+            self.ep.ring.len() as usize
+        }
+
+        /// Whether no message is waiting (approximate under contention).
+        pub fn is_empty(&self) -> bool {
+            self.len() == 0
+        }
+
+        /// Messages lost so far because a process died holding their slot.
+        pub fn lost(&self) -> u64 {
+            self.ep.shared.header().lost.load(Ordering::Relaxed)
+        }
+    };
+}
+
+impl Sender {
+    /// Creates the channel `name` and returns a sender. The name is removed when the last
+    /// clone of this sender drops, unless `opts.persist(true)`.
+    pub fn create(name: &str, opts: &Options) -> Result<Sender> {
+        let mapped = channel::create(name, opts, mpmc_geometry(opts)?)?;
+        Ok(Sender {
+            ep: Endpoint::attach(mapped, ROLE_SENDER)?,
+        })
+    }
+
+    /// Opens the existing channel `name` as a new sender.
+    pub fn open(name: &str) -> Result<Sender> {
+        Ok(Sender {
+            ep: Endpoint::attach(channel::open(name, Kind::Mpmc)?, ROLE_SENDER)?,
+        })
+    }
+
+    common_methods!();
+
+    /// Sends `msg` with tag 0, waiting while the ring is full.
+    pub fn send(&self, msg: &[u8]) -> Result<()> {
+        self.send_tagged(0, msg)
+    }
+
+    /// Sends a tagged message, waiting while the ring is full.
+    pub fn send_tagged(&self, tag: u32, msg: &[u8]) -> Result<()> {
+        let mut g = self.reserve_inner(msg.len(), None)?;
+        g.copy_from(msg);
+        g.set_tag(tag);
+        g.commit();
+        Ok(())
+    }
+
+    /// Sends with tag 0, waiting at most `timeout` for a free slot.
+    pub fn send_timeout(&self, msg: &[u8], timeout: Duration) -> Result<()> {
+        self.send_tagged_timeout(0, msg, timeout)
+    }
+
+    /// Sends a tagged message, waiting at most `timeout` for a free slot.
+    pub fn send_tagged_timeout(&self, tag: u32, msg: &[u8], timeout: Duration) -> Result<()> {
+        let mut g = self.reserve_inner(msg.len(), Some(Instant::now() + timeout))?;
+        g.copy_from(msg);
+        g.set_tag(tag);
+        g.commit();
+        Ok(())
+    }
+
+    /// Sends with tag 0 if a slot is free now; never waits.
+    pub fn try_send(&self, msg: &[u8]) -> Result<(), TrySendError> {
+        self.try_send_tagged(0, msg)
+    }
+
+    /// Sends a tagged message if a slot is free now; never waits.
+    pub fn try_send_tagged(&self, tag: u32, msg: &[u8]) -> Result<(), TrySendError> {
+        let mut g = self.try_reserve(msg.len())?;
+        g.copy_from(msg);
+        g.set_tag(tag);
+        g.commit();
+        Ok(())
+    }
+
+    /// Claims a slot for a `len`-byte message, waiting while the ring is full. Write the
+    /// message into the grant and commit it; dropping the grant sends nothing.
+    pub fn reserve(&self, len: usize) -> Result<WriteGrant<'_>> {
+        self.reserve_inner(len, None)
+    }
+
+    /// Like [`reserve`](Self::reserve), waiting at most `timeout`.
+    pub fn reserve_timeout(&self, len: usize, timeout: Duration) -> Result<WriteGrant<'_>> {
+        self.reserve_inner(len, Some(Instant::now() + timeout))
+    }
+
+    /// Claims a slot if one is free now; never waits.
+    pub fn try_reserve(&self, len: usize) -> Result<WriteGrant<'_>, TrySendError> {
+        let ep = &*self.ep;
+        let max = ep.ring.max_message();
+        if len > max {
+            return Err(TrySendError::TooLarge { len, max });
+        }
+        if ep.other_side_closed() {
+            return Err(TrySendError::Disconnected);
+        }
+        match ep.ring.try_claim_send(ep.me.pid) {
+            Ok(Some(claim)) => Ok(WriteGrant::new(ep, claim, len)),
+            Ok(None) => {
+                if ep.slow_path_due() {
+                    if ep.other_side_gone() {
+                        return Err(TrySendError::Disconnected);
+                    }
+                    if ep.ring.recover_send() {
+                        if let Ok(Some(claim)) = ep.ring.try_claim_send(ep.me.pid) {
+                            return Ok(WriteGrant::new(ep, claim, len));
+                        }
+                    }
+                }
+                Err(TrySendError::Full)
+            }
+            Err(c) => Err(TrySendError::Corrupt { what: c.0 }),
+        }
+    }
+
+    fn reserve_inner(&self, len: usize, deadline: Option<Instant>) -> Result<WriteGrant<'_>> {
+        let ep = &*self.ep;
+        let max = ep.ring.max_message();
+        if len > max {
+            return Err(Error::MessageTooLarge { len, max });
+        }
+        if ep.other_side_closed() {
+            return Err(Error::Disconnected);
+        }
+        let claim = match ep.ring.try_claim_send(ep.me.pid)? {
+            Some(c) => c,
+            None => {
+                let h = ep.shared.header();
+                wait::wait_until(
+                    Waiting {
+                        strategy: ep.wait(),
+                        deadline,
+                        waiters: &h.space_waiters,
+                        sem: &h.space_sem,
+                        light_wakers: &h.light_wakers,
+                        drain_when_gone: false,
+                    },
+                    || {
+                        if ep.other_side_closed() {
+                            return Some(Err(Error::Disconnected));
+                        }
+                        ep.ring
+                            .try_claim_send(ep.me.pid)
+                            .map_err(Error::from)
+                            .transpose()
+                    },
+                    || !ep.ring.recover_send() && ep.other_side_gone(),
+                )?
+            }
+        };
+        Ok(WriteGrant::new(ep, claim, len))
+    }
+
+    /// Whether every receiver has gone (closed, or died). Reads `/proc`.
+    pub fn is_disconnected(&self) -> bool {
+        self.ep.other_side_gone()
+    }
+}
+
+impl Receiver {
+    /// Creates the channel `name` and returns a receiver. The name is removed when the last
+    /// clone of this receiver drops, unless `opts.persist(true)`.
+    pub fn create(name: &str, opts: &Options) -> Result<Receiver> {
+        let mapped = channel::create(name, opts, mpmc_geometry(opts)?)?;
+        Ok(Receiver {
+            ep: Endpoint::attach(mapped, ROLE_RECEIVER)?,
+        })
+    }
+
+    /// Opens the existing channel `name` as a new receiver.
+    pub fn open(name: &str) -> Result<Receiver> {
+        Ok(Receiver {
+            ep: Endpoint::attach(channel::open(name, Kind::Mpmc)?, ROLE_RECEIVER)?,
+        })
+    }
+
+    common_methods!();
+
+    /// The next message, waiting until one is published. When every sender has gone,
+    /// returns what they published and then [`Error::Disconnected`].
+    pub fn recv(&self) -> Result<ReadGuard<'_>> {
+        self.recv_inner(None)
+    }
+
+    /// Like [`recv`](Self::recv), waiting at most `timeout` ([`Error::Timeout`]).
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<ReadGuard<'_>> {
+        self.recv_inner(Some(Instant::now() + timeout))
+    }
+
+    /// The next message if one is published now; never waits.
+    pub fn try_recv(&self) -> Result<ReadGuard<'_>, TryRecvError> {
+        let ep = &*self.ep;
+        let corrupt = |c: crate::ring::spsc::Corrupt| TryRecvError::Corrupt { what: c.0 };
+        if let Some(claim) = ep.ring.try_claim_recv(ep.me.pid).map_err(corrupt)? {
+            return Ok(ReadGuard::new(ep, claim));
+        }
+        if ep.other_side_closed() || (ep.slow_path_due() && self.slow_path(ep).map_err(corrupt)?) {
+            // The senders published before they left: look once more.
+            return match ep.ring.try_claim_recv(ep.me.pid).map_err(corrupt)? {
+                Some(claim) => Ok(ReadGuard::new(ep, claim)),
+                None if ep.other_side_closed() || ep.other_side_gone() => {
+                    Err(TryRecvError::Disconnected)
+                }
+                None => Err(TryRecvError::Empty),
+            };
+        }
+        Err(TryRecvError::Empty)
+    }
+
+    /// Recovery and liveness: returns true when it is worth looking at the ring again.
+    fn slow_path(&self, ep: &Endpoint) -> Result<bool, crate::ring::spsc::Corrupt> {
+        Ok(ep
+            .ring
+            .recover_recv(ep.me.pid)?
+            .map(|c| ep.ring.release(c))
+            .is_some()
+            || ep.other_side_gone())
+    }
+
+    fn recv_inner(&self, deadline: Option<Instant>) -> Result<ReadGuard<'_>> {
+        let ep = &*self.ep;
+        if let Some(claim) = ep.ring.try_claim_recv(ep.me.pid)? {
+            return Ok(ReadGuard::new(ep, claim));
+        }
+        let h = ep.shared.header();
+        // A message found by the slow path (a slot published as we went to skip it).
+        let found: RefCell<Option<Result<RecvClaim>>> = RefCell::new(None);
+        let claim = wait::wait_until(
+            Waiting {
+                strategy: ep.wait(),
+                deadline,
+                waiters: &h.data_waiters,
+                sem: &h.data_sem,
+                light_wakers: &h.light_wakers,
+                drain_when_gone: true,
+            },
+            || {
+                if let Some(r) = found.borrow_mut().take() {
+                    return Some(r);
+                }
+                match ep.ring.try_claim_recv(ep.me.pid) {
+                    Ok(Some(c)) => Some(Ok(c)),
+                    Ok(None) if ep.other_side_closed() => {
+                        Some(match ep.ring.try_claim_recv(ep.me.pid) {
+                            Ok(Some(c)) => Ok(c),
+                            Ok(None) => Err(Error::Disconnected),
+                            Err(c) => Err(c.into()),
+                        })
+                    }
+                    Ok(None) => None,
+                    Err(c) => Some(Err(c.into())),
+                }
+            },
+            || match ep.ring.recover_recv(ep.me.pid) {
+                Ok(Some(c)) => {
+                    *found.borrow_mut() = Some(Ok(c));
+                    false
+                }
+                Ok(None) => ep.other_side_gone(),
+                Err(c) => {
+                    *found.borrow_mut() = Some(Err(c.into()));
+                    false
+                }
+            },
+        )?;
+        Ok(ReadGuard::new(ep, claim))
+    }
+
+    /// Whether every sender has gone (closed, or died). Reads `/proc`.
+    pub fn is_disconnected(&self) -> bool {
+        self.ep.other_side_gone()
+    }
+}
+
+/// A claimed slot, from [`Sender::reserve`]: derefs to the payload bytes;
+/// [`commit`](Self::commit) publishes it, dropping it sends nothing.
+pub struct WriteGrant<'a> {
+    ep: &'a Endpoint,
+    claim: Option<SendClaim>,
+    len: usize,
+    tag: u32,
+}
+
+impl<'a> WriteGrant<'a> {
+    fn new(ep: &'a Endpoint, claim: SendClaim, len: usize) -> WriteGrant<'a> {
+        WriteGrant {
+            ep,
+            claim: Some(claim),
+            len,
+            tag: 0,
+        }
+    }
+
+    /// Sets the message's tag (default 0).
+    pub fn set_tag(&mut self, tag: u32) {
+        self.tag = tag;
+    }
+
+    /// Shrinks the message to `len` bytes (at most the reserved length).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// Copies `src` (exactly the reserved length) into the message, fast at any alignment.
+    ///
+    /// # Panics
+    /// If `src.len()` differs from the message length.
+    pub fn copy_from(&mut self, src: &[u8]) {
+        crate::ring::copy::copy_bytes(self, src);
+    }
+
+    /// Publishes the message and wakes one sleeping receiver, if any.
+    pub fn commit(mut self) {
+        let claim = self
+            .claim
+            .take()
+            .expect("a grant holds its claim until commit or drop");
+        // A failed publish means a receiver took this slot back, believing us dead; the
+        // message is counted in `lost` by that receiver.
+        let _ = self.ep.ring.publish(claim, self.len as u32, self.tag);
+        let h = self.ep.shared.header();
+        wait::wake(&h.data_waiters, &h.data_sem);
+    }
+}
+
+impl Drop for WriteGrant<'_> {
+    fn drop(&mut self) {
+        if let Some(claim) = self.claim.take() {
+            // The slot is ours for this lap: publish it as cancelled so receivers skip it.
+            let _ = self.ep.ring.publish(claim, CANCELLED, 0);
+            let h = self.ep.shared.header();
+            wait::wake(&h.data_waiters, &h.data_sem);
+        }
+    }
+}
+
+impl Deref for WriteGrant<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        let claim = self.claim.as_ref().expect("claim held");
+        self.ep.ring.claimed_payload(claim, self.len)
+    }
+}
+
+impl DerefMut for WriteGrant<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        let claim = self.claim.as_mut().expect("claim held");
+        self.ep.ring.payload_mut(claim, self.len)
+    }
+}
+
+impl std::fmt::Debug for WriteGrant<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteGrant")
+            .field("len", &self.len)
+            .field("tag", &self.tag)
+            .finish()
+    }
+}
+
+/// A message in its slot, from [`Receiver::recv`]: derefs to the payload; the slot is
+/// freed for senders when the guard drops.
+pub struct ReadGuard<'a> {
+    ep: &'a Endpoint,
+    claim: Option<RecvClaim>,
+}
+
+impl<'a> ReadGuard<'a> {
+    fn new(ep: &'a Endpoint, claim: RecvClaim) -> ReadGuard<'a> {
+        ReadGuard {
+            ep,
+            claim: Some(claim),
+        }
+    }
+
+    /// The message's tag.
+    pub fn tag(&self) -> u32 {
+        self.claim.as_ref().map_or(0, |c| c.tag)
+    }
+}
+
+impl Deref for ReadGuard<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        let claim = self.claim.as_ref().expect("claim held");
+        self.ep.ring.payload(claim)
+    }
+}
+
+impl Drop for ReadGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(claim) = self.claim.take() {
+            self.ep.ring.release(claim);
+            let h = self.ep.shared.header();
+            wait::wake(&h.space_waiters, &h.space_sem);
+        }
+    }
+}
+
+impl std::fmt::Debug for ReadGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadGuard")
+            .field("len", &self.len())
+            .field("tag", &self.tag())
+            .finish()
+    }
+}
