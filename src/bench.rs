@@ -347,6 +347,115 @@ pub fn latency(backend: BackendKind, setup: &Setup, size: usize, samples: u64) -
     with_backend!(backend, T => latency_with::<T>(setup, size, samples))
 }
 
+fn floor_chunks(setup: &Setup, size: usize) -> u64 {
+    (setup.config.capacity / size.max(64)).max(2) as u64
+}
+
+/// The bandwidth floor: `messages` chunks of `size` bytes streamed through shared memory
+/// to a peer process with nothing but one counter each way (see [`crate::ring::floor`]).
+pub fn floor_bandwidth(setup: &Setup, size: usize, messages: u64) -> Result<Throughput> {
+    use crate::ring::floor::Floor;
+    use crate::segment::{Backing, Segment};
+    let name = unique_name("floor");
+    let chunks = floor_chunks(setup, size);
+    let seg = Segment::create(
+        &name,
+        Floor::segment_len(size, chunks),
+        Backing::Posix,
+        0o600,
+    )?;
+    let floor = Floor::new(seg, size, chunks)?;
+    let mut peer = Peer::spawn(
+        setup,
+        &[
+            ("mode", "floor-rx".into()),
+            ("backend", "pipe".into()),
+            ("name", name.clone()),
+            ("size", size.to_string()),
+            ("messages", messages.to_string()),
+        ],
+    )?;
+    if setup.pin {
+        pin_to(0);
+    }
+    let mut payload = Payload::new(size);
+    let src = payload.stamp(1).to_vec();
+    let mut expected = 0u64;
+    for _ in 0..messages {
+        expected = fold(expected, checksum(&src));
+    }
+    peer.expect("ready")?;
+    let start = Instant::now();
+    floor.send(&src, messages);
+    let done = peer.expect("done")?;
+    let elapsed = start.elapsed();
+    peer.finish()?;
+    if done.split_whitespace().next() != Some(expected.to_string().as_str()) {
+        return Err(Error::corrupt(format!("floor: checksum mismatch ({done})")));
+    }
+    Ok(Throughput {
+        messages,
+        size,
+        elapsed,
+        wait_syscalls: 0,
+    })
+}
+
+/// The latency floor: one cache line bouncing between this process and a peer process,
+/// `samples` round trips, reported one way (round trip / 2).
+pub fn floor_latency(setup: &Setup, samples: u64) -> Result<Latency> {
+    use crate::ring::floor::Floor;
+    use crate::segment::{Backing, Segment};
+    let name = unique_name("floorlat");
+    let seg = Segment::create(&name, Floor::segment_len(64, 1), Backing::Posix, 0o600)?;
+    let floor = Floor::new(seg, 64, 1)?;
+    let warmup = (samples / 10).clamp(10, 10_000);
+    let mut peer = Peer::spawn(
+        setup,
+        &[
+            ("mode", "floor-pong".into()),
+            ("backend", "pipe".into()),
+            ("name", name.clone()),
+            ("size", "64".into()),
+            ("messages", (samples + warmup).to_string()),
+        ],
+    )?;
+    if setup.pin {
+        pin_to(0);
+    }
+    peer.expect("ready")?;
+    let rtts = floor.ping(samples + warmup);
+    peer.expect("done")?;
+    peer.finish()?;
+    let mut one_way: Vec<u64> = rtts[warmup as usize..].iter().map(|r| r / 2).collect();
+    one_way.sort_unstable();
+    Ok(Latency {
+        size: 64,
+        one_way_ns: one_way,
+    })
+}
+
+fn peer_floor(setup_cap: usize, name: &str, size: usize, messages: u64, pong: bool) -> Result<()> {
+    use crate::ring::floor::Floor;
+    let seg = open_retry(|| crate::segment::Segment::open(name))?;
+    let chunks = if pong {
+        1
+    } else {
+        (setup_cap / size.max(64)).max(2) as u64
+    };
+    let floor = Floor::new(seg, size, chunks)?;
+    say("ready");
+    if pong {
+        floor.pong(messages);
+        say("done");
+    } else {
+        let mut total = 0u64;
+        floor.recv(messages, |m| total = fold(total, checksum(m)));
+        say(&format!("done {total} 0"));
+    }
+    Ok(())
+}
+
 fn peer_rx<T: Transport>(cfg: &Config, name: &str, size: usize, messages: u64) -> Result<()> {
     let mut rx = open_retry(|| T::open_rx(name, cfg))?;
     say("ready");
@@ -431,6 +540,8 @@ pub fn peer_main(args: &[String]) -> Result<()> {
         "echo" => {
             with_backend!(backend, T => peer_echo::<T>(&cfg, get("name")?, get("name2")?, messages))
         }
+        "floor-rx" => peer_floor(cfg.capacity, get("name")?, size, messages, false),
+        "floor-pong" => peer_floor(cfg.capacity, get("name")?, size, messages, true),
         m => Err(Error::InvalidOptions {
             reason: format!("__peer: unknown mode {m}"),
         }),

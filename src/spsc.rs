@@ -631,7 +631,7 @@ impl Drop for ReadGuard<'_> {
     #[inline]
     fn drop(&mut self) {
         self.consumer.ring.consume_deferred(&self.rec);
-        self.consumer.ring.release_now();
+        self.consumer.ring.release_lazy();
     }
 }
 

@@ -90,6 +90,10 @@ impl Chan {
         self.tx().send(&vec![0x11; len]).unwrap();
         let m = self.rx().recv_timeout(T).unwrap();
         assert_eq!(m.len(), len);
+        drop(m);
+        // The consumer hands its position back lazily; finding the ring empty makes it
+        // store the position now, so the tests below see it in shared memory.
+        assert!(matches!(self.rx().try_recv(), Err(TryRecvError::Empty)));
     }
 
     /// The live consumer reports Corrupt from try_recv and (at once) from recv_timeout.

@@ -70,7 +70,7 @@ struct BenchArgs {
 }
 
 struct Row {
-    backend: BackendKind,
+    backend: &'static str,
     size: usize,
     messages: u64,
     msgs_per_sec: f64,
@@ -80,7 +80,42 @@ struct Row {
     p99: Option<u64>,
     p999: Option<u64>,
     vs_pipe: Option<f64>,
+    pct_of_floor: Option<f64>,
     note: Option<String>,
+}
+
+impl Row {
+    fn new(backend: &'static str, size: usize, messages: u64) -> Row {
+        Row {
+            backend,
+            size,
+            messages,
+            msgs_per_sec: 0.0,
+            bytes_per_sec: 0.0,
+            wait_syscalls_per_msg: None,
+            p50: None,
+            p99: None,
+            p999: None,
+            vs_pipe: None,
+            pct_of_floor: None,
+            note: None,
+        }
+    }
+}
+
+/// The best of `runs` throughput runs.
+fn best_of(
+    runs: u32,
+    mut f: impl FnMut() -> shmlane::Result<bench::Throughput>,
+) -> shmlane::Result<bench::Throughput> {
+    let mut best: Option<bench::Throughput> = None;
+    for _ in 0..runs.max(1) {
+        let t = f()?;
+        if best.as_ref().map_or(true, |b| t.elapsed < b.elapsed) {
+            best = Some(t);
+        }
+    }
+    Ok(best.expect("at least one run"))
 }
 
 fn default_messages(size: usize) -> u64 {
@@ -105,47 +140,55 @@ fn run_bench(a: BenchArgs) -> Result<(), String> {
         },
         pin: a.pin,
     };
-    let cells = (backends.len() * a.sizes.len()) as u64;
+    let cells = ((backends.len() + 1) * a.sizes.len()) as u64 + 1;
     let pb = ProgressBar::new(cells);
     pb.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
             .unwrap(),
     );
     let mut rows = Vec::new();
+    pb.set_message("floor: cache-line latency");
+    let floor_lat = if a.latency_samples > 0 {
+        Some(
+            bench::floor_latency(&setup, a.latency_samples)
+                .map_err(|e| format!("floor latency: {e}"))?,
+        )
+    } else {
+        None
+    };
+    pb.inc(1);
     for &size in &a.sizes {
+        let messages = a.messages.unwrap_or_else(|| default_messages(size));
+        pb.set_message(format!("floor {size} B"));
+        let floor = best_of(a.runs, || bench::floor_bandwidth(&setup, size, messages))
+            .map_err(|e| format!("floor {size} B: {e}"))?;
+        let mut row = Row::new("floor", size, messages);
+        row.msgs_per_sec = floor.msgs_per_sec();
+        row.bytes_per_sec = floor.bytes_per_sec();
+        row.pct_of_floor = Some(100.0);
+        if let Some(l) = &floor_lat {
+            row.p50 = Some(l.quantile(0.5));
+            row.p99 = Some(l.quantile(0.99));
+            row.p999 = Some(l.quantile(0.999));
+        }
+        rows.push(row);
+        pb.inc(1);
         for &backend in &backends {
             pb.set_message(format!("{backend} {size} B"));
-            let messages = a.messages.unwrap_or_else(|| default_messages(size));
-            let mut row = Row {
-                backend,
-                size,
-                messages,
-                msgs_per_sec: 0.0,
-                bytes_per_sec: 0.0,
-                wait_syscalls_per_msg: None,
-                p50: None,
-                p99: None,
-                p999: None,
-                vs_pipe: None,
-                note: None,
-            };
+            let mut row = Row::new(backend.name(), size, messages);
             if let Err(why) = backend.supports(size) {
                 row.note = Some(why);
                 rows.push(row);
                 pb.inc(1);
                 continue;
             }
-            let mut best: Option<bench::Throughput> = None;
-            for _ in 0..a.runs.max(1) {
-                let t = bench::throughput(backend, &setup, size, messages)
-                    .map_err(|e| format!("{backend} {size} B throughput: {e}"))?;
-                if best.as_ref().map_or(true, |b| t.elapsed < b.elapsed) {
-                    best = Some(t);
-                }
-            }
-            let best = best.expect("at least one run");
+            let best = best_of(a.runs, || {
+                bench::throughput(backend, &setup, size, messages)
+            })
+            .map_err(|e| format!("{backend} {size} B throughput: {e}"))?;
             row.msgs_per_sec = best.msgs_per_sec();
             row.bytes_per_sec = best.bytes_per_sec();
+            row.pct_of_floor = Some(100.0 * best.bytes_per_sec() / floor.bytes_per_sec());
             if backend == BackendKind::ShmSpsc {
                 row.wait_syscalls_per_msg = Some(best.wait_syscalls as f64 / best.messages as f64);
             }
@@ -164,9 +207,9 @@ fn run_bench(a: BenchArgs) -> Result<(), String> {
     for i in 0..rows.len() {
         let pipe = rows
             .iter()
-            .find(|r| r.backend == BackendKind::Pipe && r.size == rows[i].size && r.note.is_none())
+            .find(|r| r.backend == "pipe" && r.size == rows[i].size && r.note.is_none())
             .map(|r| r.msgs_per_sec);
-        if let (Some(p), None) = (pipe, &rows[i].note) {
+        if let (Some(p), None, false) = (pipe, &rows[i].note, rows[i].backend == "floor") {
             rows[i].vs_pipe = Some(rows[i].msgs_per_sec / p);
         }
     }
@@ -200,17 +243,18 @@ fn ns(v: Option<u64>) -> String {
 
 fn print_table(rows: &[Row], a: &BenchArgs) {
     println!(
-        "wait={} pin={} runs={} (best run shown), latency = one-way (round trip / 2)",
+        "wait={} pin={} runs={} (best run shown); latency = one-way (round trip / 2); floor = plain copies through shared memory, and a cache line bouncing between two processes",
         a.wait, a.pin, a.runs
     );
     println!(
-        "{:<10} {:>7} {:>10} {:>11} {:>11} {:>8} {:>9} {:>9} {:>9} {:>9}",
+        "{:<10} {:>7} {:>10} {:>11} {:>11} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9}",
         "backend",
         "size",
         "messages",
         "msgs/s",
         "MB/s",
         "vs pipe",
+        "% floor",
         "p50",
         "p99",
         "p99.9",
@@ -218,17 +262,18 @@ fn print_table(rows: &[Row], a: &BenchArgs) {
     );
     for r in rows {
         if let Some(note) = &r.note {
-            println!("{:<10} {:>7} {note}", r.backend.name(), r.size);
+            println!("{:<10} {:>7} {note}", r.backend, r.size);
             continue;
         }
         println!(
-            "{:<10} {:>7} {:>10} {:>11} {:>11.1} {:>8} {:>9} {:>9} {:>9} {:>9}",
-            r.backend.name(),
+            "{:<10} {:>7} {:>10} {:>11} {:>11.1} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9}",
+            r.backend,
             r.size,
             r.messages,
             human(r.msgs_per_sec),
             r.bytes_per_sec / 1e6,
             r.vs_pipe.map_or("-".into(), |v| format!("{v:.1}x")),
+            r.pct_of_floor.map_or("-".into(), |v| format!("{v:.0}%")),
             ns(r.p50),
             ns(r.p99),
             ns(r.p999),
@@ -243,7 +288,7 @@ fn print_json(rows: &[Row], a: &BenchArgs) {
         .iter()
         .map(|r| {
             serde_json::json!({
-                "backend": r.backend.name(),
+                "backend": r.backend,
                 "size": r.size,
                 "messages": r.messages,
                 "msgs_per_sec": r.msgs_per_sec,
@@ -253,6 +298,7 @@ fn print_json(rows: &[Row], a: &BenchArgs) {
                 "p999_ns": r.p999,
                 "vs_pipe": r.vs_pipe,
                 "wait_syscalls_per_msg": r.wait_syscalls_per_msg,
+                "pct_of_floor": r.pct_of_floor,
                 "wait": a.wait.to_string(),
                 "pin": a.pin,
                 "note": r.note,

@@ -5,6 +5,7 @@
 
 pub(crate) mod barrier;
 pub mod copy;
+pub mod floor;
 pub(crate) mod mpmc;
 pub(crate) mod spsc;
 
