@@ -30,6 +30,16 @@ pub(crate) fn create(name: &str, opts: &Options, mut geometry: Geometry) -> Resu
     })
 }
 
+/// Under loom: a channel on heap memory, shared by the endpoints of one model.
+#[cfg(loom)]
+pub(crate) fn model(name: &str, geometry: Geometry) -> std::sync::Arc<Mapped> {
+    std::sync::Arc::new(Mapped::model(name, geometry, |m| {
+        if m.geometry().kind == Kind::Mpmc {
+            crate::ring::mpmc::init_stamps(m);
+        }
+    }))
+}
+
 /// Opens and validates a segment of the given kind, waiting up to [`READY_TIMEOUT`] for a
 /// creator that is still initialising it.
 pub(crate) fn open(name: &str, kind: Kind) -> Result<Mapped> {

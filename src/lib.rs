@@ -41,11 +41,12 @@ pub mod backend;
 pub mod bench;
 mod channel;
 mod error;
+pub mod mpmc;
 mod options;
 pub mod ring;
-pub mod mpmc;
 pub mod segment;
 pub mod spsc;
+mod sync;
 pub mod wait;
 
 pub use error::{Error, Result, Role, TryRecvError, TrySendError};

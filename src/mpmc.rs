@@ -37,13 +37,14 @@
 use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::Arc as StdArc;
 use std::time::{Duration, Instant};
 
 use crate::channel::{self, Me};
 use crate::error::{Error, Result, TryRecvError, TrySendError};
 use crate::ring::mpmc::{MpmcRing, RecvClaim, SendClaim, CANCELLED};
 use crate::segment::header::{Geometry, Kind, Mapped, MAX_ENDPOINTS, ROLE_RECEIVER, ROLE_SENDER};
+use crate::sync::Arc;
 use crate::wait::{self, Wait, Waiting};
 use crate::Options;
 
@@ -63,7 +64,7 @@ fn mpmc_geometry(opts: &Options) -> Result<Geometry> {
 /// One registered endpoint, shared by all clones of a `Sender` or `Receiver`.
 struct Endpoint {
     ring: MpmcRing,
-    shared: Arc<Mapped>,
+    shared: StdArc<Mapped>,
     wait: AtomicU32,
     me: Me,
     index: usize,
@@ -75,7 +76,7 @@ struct Endpoint {
 }
 
 impl Endpoint {
-    fn attach(mapped: Mapped, role: u32) -> Result<Arc<Endpoint>> {
+    fn attach(mapped: StdArc<Mapped>, role: u32) -> Result<Arc<Endpoint>> {
         let me = Me::get();
         let index = (0..MAX_ENDPOINTS)
             .find(|&i| {
@@ -90,7 +91,7 @@ impl Endpoint {
         h.mpmc_ever.fetch_or(1 << side, Ordering::SeqCst);
         wait::announce_light_waker(&h.light_wakers);
         let wait = AtomicU32::new(mapped.geometry().wait);
-        let shared = Arc::new(mapped);
+        let shared = mapped;
         Ok(Arc::new(Endpoint {
             ring: MpmcRing::new(shared.clone()),
             shared,
@@ -154,13 +155,26 @@ impl Drop for Endpoint {
         } else {
             (&h.space_waiters, &h.space_sem)
         };
-        for _ in 0..MAX_ENDPOINTS * 4 {
-            if waiters.load(Ordering::SeqCst) == 0 {
-                break;
-            }
-            wait::wake(waiters, sem);
-        }
+        wait::wake_all(waiters, sem);
     }
+}
+
+/// Under loom: a sender and a receiver on one heap-backed ring, for the models in
+/// `tests/loom.rs`; clone them for more of each.
+#[cfg(loom)]
+pub fn model_pair(slots: usize, max_message: usize, wait: Wait) -> (Sender, Receiver) {
+    let opts = Options::new()
+        .slots(slots)
+        .max_message(max_message)
+        .wait(wait);
+    let shared = channel::model("/loom", mpmc_geometry(&opts).expect("geometry"));
+    let tx = Sender {
+        ep: Endpoint::attach(shared.clone(), ROLE_SENDER).expect("sender"),
+    };
+    let rx = Receiver {
+        ep: Endpoint::attach(shared, ROLE_RECEIVER).expect("receiver"),
+    };
+    (tx, rx)
 }
 
 /// A sending handle of an MPMC channel. Clone it freely: clones share one registration.
@@ -241,14 +255,14 @@ impl Sender {
     pub fn create(name: &str, opts: &Options) -> Result<Sender> {
         let mapped = channel::create(name, opts, mpmc_geometry(opts)?)?;
         Ok(Sender {
-            ep: Endpoint::attach(mapped, ROLE_SENDER)?,
+            ep: Endpoint::attach(StdArc::new(mapped), ROLE_SENDER)?,
         })
     }
 
     /// Opens the existing channel `name` as a new sender.
     pub fn open(name: &str) -> Result<Sender> {
         Ok(Sender {
-            ep: Endpoint::attach(channel::open(name, Kind::Mpmc)?, ROLE_SENDER)?,
+            ep: Endpoint::attach(StdArc::new(channel::open(name, Kind::Mpmc)?), ROLE_SENDER)?,
         })
     }
 
@@ -386,14 +400,14 @@ impl Receiver {
     pub fn create(name: &str, opts: &Options) -> Result<Receiver> {
         let mapped = channel::create(name, opts, mpmc_geometry(opts)?)?;
         Ok(Receiver {
-            ep: Endpoint::attach(mapped, ROLE_RECEIVER)?,
+            ep: Endpoint::attach(StdArc::new(mapped), ROLE_RECEIVER)?,
         })
     }
 
     /// Opens the existing channel `name` as a new receiver.
     pub fn open(name: &str) -> Result<Receiver> {
         Ok(Receiver {
-            ep: Endpoint::attach(channel::open(name, Kind::Mpmc)?, ROLE_RECEIVER)?,
+            ep: Endpoint::attach(StdArc::new(channel::open(name, Kind::Mpmc)?), ROLE_RECEIVER)?,
         })
     }
 

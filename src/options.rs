@@ -77,7 +77,8 @@ impl Options {
         self
     }
 
-    /// The number of slots of an MPMC ring, rounded up to a power of two (default 1024).
+    /// The number of slots of an MPMC ring, rounded up to a power of two, at least 2
+    /// (default 1024).
     /// An MPMC ring's `max_message` defaults to 992 bytes (1 KiB slots).
     pub fn slots(mut self, count: usize) -> Options {
         self.slots = Some(count);
@@ -154,7 +155,9 @@ impl Options {
                 reason: format!("slots {slots} is out of range (1 ..= {MAX_SLOTS})"),
             });
         }
-        let slots = slots.next_power_of_two();
+        // At least two: with one slot, "published for position p" (stamp p + 1) and "free
+        // for position p + 1" (stamp p + count) would be the same stamp.
+        let slots = slots.next_power_of_two().max(2);
         let max_message = self.max_message.unwrap_or(DEFAULT_SLOT_SIZE - SLOT_HEADER);
         if max_message > MAX_MPMC_MESSAGE {
             return Err(Error::InvalidOptions {

@@ -42,11 +42,26 @@ fn spsc_geometry(opts: &Options) -> Result<Geometry> {
 }
 
 /// Registers this process in endpoint slot `index` of a freshly opened or created segment.
-fn register(mapped: Mapped, index: usize) -> Result<(Arc<Mapped>, Me)> {
+fn register(mapped: Arc<Mapped>, index: usize) -> Result<(Arc<Mapped>, Me)> {
     let me = Me::get();
     mapped.endpoint(index).attach(me.pid, me.start_time)?;
     wait::announce_light_waker(&mapped.header().light_wakers);
-    Ok((Arc::new(mapped), me))
+    Ok((mapped, me))
+}
+
+/// Under loom: a producer and a consumer on one heap-backed ring, for the models in
+/// `tests/loom.rs`. The two ends register under the same pid, which the model allows by
+/// giving them different slots.
+#[cfg(loom)]
+pub fn model_pair(capacity: usize, max_message: usize, wait: Wait) -> (Producer, Consumer) {
+    let opts = Options::new()
+        .capacity(capacity)
+        .max_message(max_message)
+        .wait(wait);
+    let shared = channel::model("/loom", spsc_geometry(&opts).expect("geometry"));
+    let p = Producer::attach(shared.clone()).expect("producer");
+    let c = Consumer::attach(shared).expect("consumer");
+    (p, c)
 }
 
 /// The writing end of an SPSC channel.
@@ -77,7 +92,7 @@ impl Producer {
     /// [`Error::NoSpace`], [`Error::PermissionDenied`].
     pub fn create(name: &str, opts: &Options) -> Result<Producer> {
         let mapped = channel::create(name, opts, spsc_geometry(opts)?)?;
-        Producer::attach(mapped)
+        Producer::attach(Arc::new(mapped))
     }
 
     /// Opens the existing channel `name` as its producer (usually in another process than
@@ -86,7 +101,7 @@ impl Producer {
     /// Errors: [`Error::NotFound`], [`Error::RoleTaken`] while another producer lives,
     /// and every validation error ([`Error::NotShmlane`], [`Error::KindMismatch`], ...).
     pub fn open(name: &str) -> Result<Producer> {
-        Producer::attach(channel::open(name, Kind::Spsc)?)
+        Producer::attach(Arc::new(channel::open(name, Kind::Spsc)?))
     }
 
     /// Creates the channel, or opens it if it exists already.
@@ -97,7 +112,7 @@ impl Producer {
         }
     }
 
-    fn attach(mapped: Mapped) -> Result<Producer> {
+    fn attach(mapped: Arc<Mapped>) -> Result<Producer> {
         let wait = Wait::from_raw(mapped.geometry().wait);
         let (shared, me) = register(mapped, SPSC_PRODUCER)?;
         let ring = match ProducerRing::new(shared.clone()) {
@@ -412,12 +427,12 @@ impl Consumer {
     /// is removed when this consumer drops, unless `opts.persist(true)`.
     pub fn create(name: &str, opts: &Options) -> Result<Consumer> {
         let mapped = channel::create(name, opts, spsc_geometry(opts)?)?;
-        Consumer::attach(mapped)
+        Consumer::attach(Arc::new(mapped))
     }
 
     /// Opens the existing channel `name` as its consumer.
     pub fn open(name: &str) -> Result<Consumer> {
-        Consumer::attach(channel::open(name, Kind::Spsc)?)
+        Consumer::attach(Arc::new(channel::open(name, Kind::Spsc)?))
     }
 
     /// Creates the channel, or opens it if it exists already.
@@ -428,7 +443,7 @@ impl Consumer {
         }
     }
 
-    fn attach(mapped: Mapped) -> Result<Consumer> {
+    fn attach(mapped: Arc<Mapped>) -> Result<Consumer> {
         let wait = Wait::from_raw(mapped.geometry().wait);
         let (shared, me) = register(mapped, SPSC_CONSUMER)?;
         let ring = match ConsumerRing::new(shared.clone()) {

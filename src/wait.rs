@@ -14,7 +14,9 @@
 //! and the sleeper issues a global expedited membarrier before it sleeps instead (see
 //! `ring::barrier`): the message path then has no fence at all.
 
-use std::sync::atomic::{compiler_fence, fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{compiler_fence, AtomicU64};
+
+use crate::sync::{fence, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_utils::Backoff;
@@ -129,6 +131,19 @@ pub(crate) fn wake(waiters: &AtomicU32, sem: &SemCell) {
     }
 }
 
+/// Wakes every sleeper (an endpoint leaving: all of them must see it). The fence pairs
+/// with each sleeper's, like [`wake`]'s; always a full fence here (this is rare).
+pub(crate) fn wake_all(waiters: &AtomicU32, sem: &SemCell) {
+    fence(Ordering::SeqCst);
+    // Bounded: each round takes one sleeper off the count; new sleepers see the change.
+    for _ in 0..1024 {
+        if waiters.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        wake_slow(waiters, sem);
+    }
+}
+
 #[cold]
 fn wake_slow(waiters: &AtomicU32, sem: &SemCell) {
     let mut cur = waiters.load(Ordering::Relaxed);
@@ -191,13 +206,16 @@ pub(crate) fn wait_until<T>(
         }
         match w.strategy {
             Wait::Spin => {
-                std::hint::spin_loop();
+                crate::sync::spin_hint();
                 polls = polls.wrapping_add(1);
                 if polls % 1024 != 0 {
                     continue;
                 }
             }
             Wait::Yield => {
+                #[cfg(loom)]
+                crate::sync::spin_hint();
+                #[cfg(not(loom))]
                 std::thread::yield_now();
                 polls = polls.wrapping_add(1);
                 if polls % 16 != 0 {
@@ -205,13 +223,14 @@ pub(crate) fn wait_until<T>(
                 }
             }
             Wait::Block => {
-                if !backoff.is_completed() {
+                // Under loom, go straight to the sleep protocol: that is what is modelled.
+                if !cfg!(loom) && !backoff.is_completed() {
                     backoff.snooze();
                     continue;
                 }
                 let now = Instant::now();
                 let started = *spin_start.get_or_insert(now);
-                if now.duration_since(started) < BLOCK_SPIN {
+                if !cfg!(loom) && now.duration_since(started) < BLOCK_SPIN {
                     for _ in 0..64 {
                         std::hint::spin_loop();
                     }

@@ -15,7 +15,11 @@ pub const RECORD_HEADER: usize = 8;
 pub const RECORD_ALIGN: usize = 8;
 /// Bytes of an MPMC slot header
 /// `{ stamp: u64, producer_claim: u64, consumer_claim: u64, len: u32, tag: u32 }`.
+#[cfg(not(loom))]
 pub const SLOT_HEADER: usize = 32;
+/// Bytes of an MPMC slot header (loom's atomics are larger).
+#[cfg(loom)]
+pub const SLOT_HEADER: usize = 512;
 /// MPMC slots are a multiple of this (a cache line, so neighbours do not false-share).
 pub const SLOT_ALIGN: usize = 64;
 

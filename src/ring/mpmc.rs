@@ -11,7 +11,7 @@
 //! stalling everybody behind it. Publish and release are CASes on the stamp, so a slow
 //! claimer whose slot was reclaimed finds out instead of corrupting the next lap.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::spsc::Corrupt;
@@ -31,15 +31,20 @@ pub(crate) struct SlotHeader {
     tag: AtomicU32,
 }
 
+#[cfg(not(loom))]
 const _: () = assert!(std::mem::size_of::<SlotHeader>() == SLOT_HEADER);
+#[cfg(loom)]
+const _: () = assert!(std::mem::size_of::<SlotHeader>() <= SLOT_HEADER);
 
 fn claim_word(pid: i32, pos: u64) -> u64 {
     (u64::from(pid as u32) << 32) | (pos & 0xffff_ffff)
 }
 
-/// Returns the claimer's pid if `word` was written for `pos`.
+/// Returns the claimer's pid if `word` was written for `pos`. A zero word (a slot never
+/// claimed, or whose claimer has not written its pid yet on the first lap) names nobody.
 fn claimer(word: u64, pos: u64) -> Option<i32> {
-    (word & 0xffff_ffff == pos & 0xffff_ffff).then_some((word >> 32) as u32 as i32)
+    let pid = (word >> 32) as u32 as i32;
+    (pid > 0 && word & 0xffff_ffff == pos & 0xffff_ffff).then_some(pid)
 }
 
 /// Writes the initial stamps (slot `i` free for position `i`) of a freshly created ring,
@@ -47,7 +52,24 @@ fn claimer(word: u64, pos: u64) -> Option<i32> {
 pub(crate) fn init_stamps(mapped: &Mapped) {
     let ring = MpmcRingView::new(mapped);
     for pos in 0..ring.count {
+        #[cfg(not(loom))]
         ring.slot(pos).stamp.store(pos, Ordering::Relaxed);
+        #[cfg(loom)]
+        // SAFETY: under loom the data area is fresh heap memory that nothing refers to
+        // yet; each slot gets a constructed header (loom atomics cannot be zeroed).
+        unsafe {
+            let p = ring.slots.add((pos % ring.count) as usize * ring.slot_size) as *mut SlotHeader;
+            std::ptr::write(
+                p,
+                SlotHeader {
+                    stamp: AtomicU64::new(pos),
+                    producer_claim: AtomicU64::new(0),
+                    consumer_claim: AtomicU64::new(0),
+                    len: AtomicU32::new(0),
+                    tag: AtomicU32::new(0),
+                },
+            );
+        }
     }
 }
 
@@ -70,6 +92,7 @@ impl<'m> MpmcRingView<'m> {
         }
     }
 
+    #[cfg_attr(loom, allow(dead_code))]
     fn slot(&self, pos: u64) -> &'m SlotHeader {
         let i = (pos % self.count) as usize;
         // SAFETY: as in MpmcRing::slot: inside the validated data area, aligned, atomics.
@@ -104,6 +127,10 @@ pub(crate) struct MpmcRing {
     mask: u64,
     slot_size: usize,
     max_message: usize,
+    /// `pos + 1` of a stuck slot whose claimer could not be named at the last look: it is
+    /// skipped only if it is still stuck at the next look (a live claimer names itself
+    /// within nanoseconds of its claim).
+    suspect: std::sync::atomic::AtomicU64,
 }
 
 // SAFETY: the raw pointer points into `mapped`, which the ring owns a share of; all
@@ -123,6 +150,7 @@ impl MpmcRing {
             mask: g.slot_count as u64 - 1,
             slot_size: g.slot_size,
             max_message: g.max_message,
+            suspect: std::sync::atomic::AtomicU64::new(0),
             mapped,
         }
     }
@@ -355,8 +383,14 @@ impl MpmcRing {
         }
         let dead = match claimer(slot.producer_claim.load(Ordering::Acquire), pos) {
             Some(claimer_pid) => !self.pid_alive(claimer_pid),
-            // The claimer died before it could even write its pid, or is just slow.
-            None => self.a_sender_died(),
+            // The claimer died before it could even write its pid, or is just slow: skip
+            // only if it was already stuck here at the last look and a sender has died.
+            None => {
+                let seen = self
+                    .suspect
+                    .swap(pos.wrapping_add(1), std::sync::atomic::Ordering::Relaxed);
+                seen == pos.wrapping_add(1) && self.a_sender_died()
+            }
         };
         if !dead {
             return Ok(None);

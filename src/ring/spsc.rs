@@ -6,7 +6,7 @@
 //! record (`len == PAD_FLAG`) that runs to the end, and starts again at offset 0. Each
 //! side caches the other's position and reloads it only when the cache says full/empty.
 
-use std::sync::atomic::Ordering;
+use crate::sync::Ordering;
 use std::sync::Arc;
 
 use super::{record_size, RECORD_HEADER};

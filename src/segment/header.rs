@@ -4,9 +4,10 @@
 //! Every field is an atomic (or a cell around a `sem_t`): the header is shared with other
 //! processes that may write it at any time, so no field is ever read as plain memory.
 
+use crate::sync::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+#[cfg(not(loom))]
 use std::cell::UnsafeCell;
 use std::mem::{align_of, size_of};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use crossbeam_utils::CachePadded;
 use memoffset::offset_of;
@@ -19,11 +20,23 @@ pub const MAGIC: [u8; 8] = *b"SHMLANE\0";
 /// The segment format version this build reads and writes.
 pub const VERSION: u32 = 1;
 /// Bytes reserved for the header; the data area starts here (one page).
+#[cfg(not(loom))]
 pub const HEADER_SIZE: usize = 4096;
+/// Bytes reserved for the header (loom's atomics are larger).
+#[cfg(loom)]
+pub const HEADER_SIZE: usize = 1 << 16;
 /// Endpoint slots in the registry.
+#[cfg(not(loom))]
 pub const MAX_ENDPOINTS: usize = 64;
+/// Endpoint slots in the registry (few, under loom).
+#[cfg(loom)]
+pub const MAX_ENDPOINTS: usize = 4;
 /// Longest name stored in the header.
+#[cfg(not(loom))]
 pub const NAME_CAP: usize = 256;
+/// Longest name stored in the header (short, under loom).
+#[cfg(loom)]
+pub const NAME_CAP: usize = 32;
 /// `state` while the creator initialises the segment.
 pub const STATE_INIT: u32 = 0;
 /// `state` once the segment is ready.
@@ -64,9 +77,46 @@ impl Kind {
 }
 
 /// A process-shared POSIX semaphore living in the header.
+#[cfg(not(loom))]
 #[repr(C)]
 pub struct SemCell(UnsafeCell<libc::sem_t>);
 
+/// Under loom: a counting semaphore built from loom's mutex and condvar, so the model
+/// checker sees every wait and post.
+#[cfg(loom)]
+pub struct SemCell {
+    count: loom::sync::Mutex<u32>,
+    cv: loom::sync::Condvar,
+}
+
+#[cfg(loom)]
+impl SemCell {
+    fn new() -> SemCell {
+        SemCell {
+            count: loom::sync::Mutex::new(0),
+            cv: loom::sync::Condvar::new(),
+        }
+    }
+
+    /// Adds one to the count and wakes one waiter.
+    pub fn post(&self) {
+        *self.count.lock().unwrap() += 1;
+        self.cv.notify_one();
+    }
+
+    /// Waits until the count is non-zero and takes one. Loom has no clock, so there is
+    /// no timeout: a lost wake-up shows up as a deadlock the model checker reports.
+    pub fn wait_for(&self, _timeout: std::time::Duration) -> bool {
+        let mut n = self.count.lock().unwrap();
+        while *n == 0 {
+            n = self.cv.wait(n).unwrap();
+        }
+        *n -= 1;
+        true
+    }
+}
+
+#[cfg(not(loom))]
 impl SemCell {
     /// The raw pointer handed to `sem_*` calls.
     pub fn as_ptr(&self) -> *mut libc::sem_t {
@@ -186,6 +236,66 @@ pub struct Header {
 }
 
 const _: () = assert!(size_of::<Header>() <= HEADER_SIZE);
+
+#[cfg(loom)]
+impl Header {
+    /// A zero header made of loom atomics (loom's atomics cannot be zeroed in place).
+    fn new_model() -> Header {
+        let u32z = || AtomicU32::new(0);
+        let u64z = || AtomicU64::new(0);
+        Header {
+            magic: u64z(),
+            version: u32z(),
+            kind: u32z(),
+            layout_hash: u64z(),
+            segment_len: u64z(),
+            data_offset: u64z(),
+            capacity: u64z(),
+            max_message: u32z(),
+            wait: u32z(),
+            slot_size: u32z(),
+            reserved0: u32z(),
+            slot_count: u64z(),
+            created_unix_ns: u64z(),
+            creator_pid: u32z(),
+            name_len: u32z(),
+            name: std::array::from_fn(|_| AtomicU8::new(0)),
+            state: u32z(),
+            reserved1: u32z(),
+            endpoints: std::array::from_fn(|_| Endpoint {
+                word: u64z(),
+                start_time: u64z(),
+            }),
+            write_pos: CachePadded::new(u64z()),
+            read_pos: CachePadded::new(u64z()),
+            data_waiters: CachePadded::new(u32z()),
+            space_waiters: CachePadded::new(u32z()),
+            data_sem: CachePadded::new(SemCell::new()),
+            space_sem: CachePadded::new(SemCell::new()),
+            light_wakers: u32z(),
+            mpmc_live: [u32z(), u32z()],
+            mpmc_ever: u32z(),
+            lost: CachePadded::new(u64z()),
+        }
+    }
+}
+
+#[cfg(loom)]
+impl Mapped {
+    /// Under loom: a channel on heap memory, initialised as `create` would.
+    pub(crate) fn model(
+        name: &str,
+        mut geometry: Geometry,
+        init_data: impl FnOnce(&Mapped),
+    ) -> Mapped {
+        geometry.segment_len = HEADER_SIZE + geometry.capacity;
+        let seg = Segment::heap_for_model(name, geometry.segment_len);
+        // SAFETY: the heap segment is HEADER_SIZE-aligned, zeroed and at least
+        // HEADER_SIZE >= size_of::<Header>() bytes; nothing refers to it yet.
+        unsafe { std::ptr::write(seg.as_ptr() as *mut Header, Header::new_model()) };
+        Mapped::init(seg, geometry, init_data).expect("model init")
+    }
+}
 const _: () = assert!(HEADER_SIZE % align_of::<Header>() == 0);
 
 /// A hash of the size and offset of every header field and of the record header: a peer
@@ -314,6 +424,7 @@ impl Mapped {
         for (cell, b) in h.name.iter().zip(name) {
             cell.store(*b, Ordering::Relaxed);
         }
+        #[cfg(not(loom))]
         for sem in [&h.data_sem, &h.space_sem] {
             // SAFETY: the semaphore lives in shared memory that stays mapped while any
             // endpoint uses it; pshared = 1 makes it usable across processes. Nobody else
@@ -465,6 +576,7 @@ impl Mapped {
             }
             Kind::Mpmc => {
                 let ok = slot_count.is_power_of_two()
+                    && slot_count >= 2
                     && slot_size % crate::ring::RECORD_ALIGN as u64 == 0
                     && slot_size >= crate::ring::SLOT_HEADER as u64 + max_message
                     && slot_count.checked_mul(slot_size) == Some(capacity);
@@ -678,6 +790,7 @@ pub fn process_alive(pid: i32, start_time: u64) -> bool {
     }
 }
 
+#[cfg(not(loom))]
 extern "C" {
     // glibc >= 2.30; the libc crate does not declare it.
     fn sem_clockwait(
@@ -687,6 +800,7 @@ extern "C" {
     ) -> libc::c_int;
 }
 
+#[cfg(not(loom))]
 impl SemCell {
     /// Wakes one sleeper (or lets the next wait return at once).
     pub fn post(&self) {

@@ -86,6 +86,9 @@ pub struct Segment {
     backing: Backing,
     sysv_id: i32,
     remove_on_drop: bool,
+    /// Under loom: heap memory holding a loom `Header`, freed on drop.
+    #[cfg(loom)]
+    heap: bool,
 }
 
 // SAFETY: a Segment is a pointer to a process-wide mapping plus plain data; the mapping
@@ -96,6 +99,23 @@ unsafe impl Send for Segment {}
 unsafe impl Sync for Segment {}
 
 impl Segment {
+    /// Under loom: zeroed heap memory standing in for a segment.
+    #[cfg(loom)]
+    pub(crate) fn heap_for_model(name: &str, len: usize) -> Segment {
+        let layout = std::alloc::Layout::from_size_align(len, header::HEADER_SIZE).expect("layout");
+        // SAFETY: len > 0 (at least a header).
+        let p = unsafe { std::alloc::alloc_zeroed(layout) };
+        Segment {
+            ptr: NonNull::new(p).expect("allocation"),
+            len,
+            name: name.into(),
+            backing: Backing::Posix,
+            sysv_id: -1,
+            remove_on_drop: false,
+            heap: true,
+        }
+    }
+
     /// Creates a new segment of `len` bytes, exclusively: an existing name (under either
     /// backing) is [`Error::AlreadyExists`]. Pages are reserved, so a full `/dev/shm` is
     /// [`Error::NoSpace`] here rather than a SIGBUS later. The new memory is zeroed.
@@ -190,8 +210,96 @@ impl Segment {
     }
 }
 
+/// Looking at segments without changing them: what `shmlane ls`, `inspect`, `rm` and
+/// `clean` use. A read-only segment is never removed on drop, and nothing may be written
+/// through its [`as_ptr`](Segment::as_ptr) (the pages are mapped read-only: a write faults).
+impl Segment {
+    /// Opens the POSIX segment `name` read-only (`O_RDONLY`, `PROT_READ`). Anything but a
+    /// regular file (a FIFO, a directory) is [`Error::NotShmlane`].
+    pub fn open_posix_readonly(name: &str) -> Result<Segment> {
+        validate_name(name)?;
+        posix::open_readonly(name)
+    }
+
+    /// Attaches the System V segment keyed by [`sysv_key`]`(name)` read-only (`SHM_RDONLY`).
+    pub fn open_sysv_readonly(name: &str) -> Result<Segment> {
+        validate_name(name)?;
+        let id = sysv::id_of(name)?;
+        sysv::attach_readonly(name, id)
+    }
+
+    /// Attaches System V segment `id` (a shmid, as in `ipcs -m` or `/proc/sysvipc/shm`)
+    /// read-only, whatever its key. The returned segment's name is `shmid:<id>`.
+    pub fn open_sysv_id_readonly(id: i32) -> Result<Segment> {
+        sysv::attach_readonly(&format!("shmid:{id}"), id)
+    }
+
+    /// The shmid of the System V segment keyed by [`sysv_key`]`(name)`.
+    pub fn sysv_id_of(name: &str) -> Result<i32> {
+        validate_name(name)?;
+        sysv::id_of(name)
+    }
+
+    /// Removes the POSIX segment `name` only (never a System V segment of that name).
+    pub fn remove_posix(name: &str) -> Result<()> {
+        validate_name(name)?;
+        posix::remove(name)
+    }
+
+    /// Removes System V segment `id` (`IPC_RMID`); one already removed is not an error.
+    pub fn remove_sysv_id(id: i32) -> Result<()> {
+        sysv::remove_id(&format!("shmid:{id}"), id)
+    }
+
+    /// A relaxed atomic load of the `u64` at byte `offset`, or `None` if it does not lie
+    /// wholly inside the mapping or is not 8-aligned.
+    pub fn load_u64(&self, offset: usize) -> Option<u64> {
+        if offset % 8 != 0 || offset.checked_add(8)? > self.len {
+            return None;
+        }
+        // SAFETY: the 8 bytes lie inside the live mapping and are 8-aligned (the mapping is
+        // page aligned); an AtomicU64 is valid for any bytes. A relaxed load of at most 8
+        // bytes is allowed on read-only memory on 64-bit targets (std::sync::atomic docs).
+        let a = unsafe { &*(self.ptr.as_ptr().add(offset) as *const std::sync::atomic::AtomicU64) };
+        Some(a.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// A relaxed atomic load of the `u32` at byte `offset`, or `None` if it does not lie
+    /// wholly inside the mapping or is not 4-aligned.
+    pub fn load_u32(&self, offset: usize) -> Option<u32> {
+        if offset % 4 != 0 || offset.checked_add(4)? > self.len {
+            return None;
+        }
+        // SAFETY: as in load_u64, for 4 bytes, 4-aligned.
+        let a = unsafe { &*(self.ptr.as_ptr().add(offset) as *const std::sync::atomic::AtomicU32) };
+        Some(a.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// A relaxed atomic load of the byte at `offset`, or `None` outside the mapping.
+    pub fn load_u8(&self, offset: usize) -> Option<u8> {
+        if offset >= self.len {
+            return None;
+        }
+        // SAFETY: as in load_u64, for one byte.
+        let a = unsafe { &*(self.ptr.as_ptr().add(offset) as *const std::sync::atomic::AtomicU8) };
+        Some(a.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
 impl Drop for Segment {
     fn drop(&mut self) {
+        #[cfg(loom)]
+        if self.heap {
+            let layout =
+                std::alloc::Layout::from_size_align(self.len, header::HEADER_SIZE).expect("layout");
+            // SAFETY: a heap segment starts with a Header written by Mapped::model and was
+            // allocated with this layout in heap_for_model; both are dropped once, here.
+            unsafe {
+                std::ptr::drop_in_place(self.ptr.as_ptr() as *mut header::Header);
+                std::alloc::dealloc(self.ptr.as_ptr(), layout);
+            }
+            return;
+        }
         if self.remove_on_drop {
             let _ = self.remove_name();
         }

@@ -119,6 +119,8 @@ fn map(name: &str, fd: &OwnedFd, len: usize, created: bool) -> Result<Segment> {
         backing: Backing::Posix,
         sysv_id: -1,
         remove_on_drop: created,
+        #[cfg(loom)]
+        heap: false,
     })
 }
 
@@ -139,4 +141,37 @@ pub(super) fn remove(name: &str) -> Result<()> {
 pub(super) unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
     // SAFETY: guaranteed by the caller.
     let _ = unsafe { mman::munmap(ptr.cast(), len) };
+}
+
+/// Opens an existing POSIX segment read-only (`O_RDONLY | O_NONBLOCK`, `PROT_READ`), for
+/// looking at it without changing it. Anything but a regular file is refused.
+pub(super) fn open_readonly(name: &str) -> Result<Segment> {
+    let fd = mman::shm_open(name, OFlag::O_RDONLY | OFlag::O_NONBLOCK, Mode::empty())
+        .map_err(|e| map_errno(name, "shm_open", e))?;
+    let st = fstat(fd.as_raw_fd()).map_err(|e| map_errno(name, "fstat", e))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(Error::NotShmlane { name: name.into() });
+    }
+    let len = usize::try_from(st.st_size).map_err(|_| Error::corrupt("negative file size"))?;
+    let ptr = match NonZeroUsize::new(len) {
+        None => NonNull::dangling(),
+        Some(nz) => {
+            // SAFETY: a fresh read-only shared mapping of a file we hold open; nothing else
+            // in this process refers to that address range yet, and nothing writes it.
+            let p =
+                unsafe { mman::mmap(None, nz, ProtFlags::PROT_READ, MapFlags::MAP_SHARED, &fd, 0) }
+                    .map_err(|e| map_errno(name, "mmap", e))?;
+            p.cast()
+        }
+    };
+    Ok(Segment {
+        ptr,
+        len,
+        name: name.into(),
+        backing: Backing::Posix,
+        sysv_id: -1,
+        remove_on_drop: false,
+        #[cfg(loom)]
+        heap: false,
+    })
 }

@@ -68,6 +68,8 @@ fn attach(name: &str, id: i32, len: usize, created: bool) -> Result<Segment> {
         backing: Backing::SysV,
         sysv_id: id,
         remove_on_drop: created,
+        #[cfg(loom)]
+        heap: false,
     })
 }
 
@@ -128,4 +130,37 @@ pub(super) fn remove_id(name: &str, id: i32) -> Result<()> {
 pub(super) unsafe fn detach(ptr: NonNull<u8>) {
     // SAFETY: guaranteed by the caller.
     let _ = unsafe { libc::shmdt(ptr.as_ptr().cast()) };
+}
+
+/// The shmid of the System V segment keyed by `name`.
+pub(super) fn id_of(name: &str) -> Result<i32> {
+    shmget(sysv_key(name), 0, 0).map_err(|e| map_err(name, "shmget", e))
+}
+
+/// Attaches System V segment `id` read-only (`SHM_RDONLY`), whatever its key; `name` is only
+/// what the returned [`Segment`] reports.
+pub(super) fn attach_readonly(name: &str, id: i32) -> Result<Segment> {
+    let ds = stat(id).map_err(|e| map_err(name, "shmctl(IPC_STAT)", e))?;
+    let len = ds.shm_segsz;
+    let ptr = if len == 0 {
+        NonNull::dangling()
+    } else {
+        // SAFETY: attaching a segment read-only at an address the kernel picks; nothing is
+        // written through it.
+        let p = unsafe { libc::shmat(id, std::ptr::null(), libc::SHM_RDONLY) };
+        if p as isize == -1 {
+            return Err(map_err(name, "shmat", io::Error::last_os_error()));
+        }
+        NonNull::new(p.cast::<u8>()).ok_or_else(|| Error::io("shmat", io::ErrorKind::Other))?
+    };
+    Ok(Segment {
+        ptr,
+        len,
+        name: name.into(),
+        backing: Backing::SysV,
+        sysv_id: id,
+        remove_on_drop: false,
+        #[cfg(loom)]
+        heap: false,
+    })
 }

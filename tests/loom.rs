@@ -1,0 +1,179 @@
+//! loom models of the real ring code, on heap memory:
+//!
+//! ```text
+//! RUSTFLAGS="--cfg loom" cargo test --release --test loom
+//! ```
+//!
+//! loom runs each model under every interleaving (up to a preemption bound) and every
+//! ordering its memory model allows, so a missing Acquire/Release, a lost wake-up (a
+//! sleeper nobody posts: loom reports the deadlock) or a torn message shows up here.
+#![cfg(loom)]
+
+use loom::thread;
+use shmlane::{mpmc, spsc, Error, TryRecvError, TrySendError, Wait};
+
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut b = loom::model::Builder::new();
+    if b.preemption_bound.is_none() {
+        b.preemption_bound = Some(3);
+    }
+    // Polling loops (try_* plus a yield) take many steps per execution.
+    b.max_branches = 100_000;
+    b.check(f);
+}
+
+fn spsc_send(p: &mut spsc::Producer, msg: &[u8]) {
+    loop {
+        match p.try_send(msg) {
+            Ok(()) => return,
+            Err(TrySendError::Full) => thread::yield_now(),
+            Err(e) => panic!("try_send: {e}"),
+        }
+    }
+}
+
+/// Three 16-byte messages on a 64-byte ring: records of 24 bytes at offsets 0 and 24, then
+/// a padding record at 48 and the third message back at offset 0.
+#[test]
+fn spsc_push_pop_with_wrap() {
+    model(|| {
+        let (mut p, mut c) = spsc::model_pair(64, 16, Wait::Spin);
+        let t = thread::spawn(move || {
+            for i in 1..=3u8 {
+                spsc_send(&mut p, &[i; 16]);
+            }
+        });
+        let mut next = 1u8;
+        while next <= 3 {
+            match c.try_recv() {
+                Ok(m) => {
+                    assert_eq!(&m[..], &[next; 16], "message {next} torn or out of order");
+                    next += 1;
+                }
+                Err(TryRecvError::Empty) => thread::yield_now(),
+                Err(e) => panic!("try_recv: {e}"),
+            }
+        }
+        t.join().unwrap();
+    });
+}
+
+/// The wake protocol: a consumer that blocks (registers as a waiter, re-checks, sleeps on
+/// the semaphore) is always woken by the producer's publish or close.
+#[test]
+fn spsc_blocking_wake_and_disconnect() {
+    model(|| {
+        let (mut p, mut c) = spsc::model_pair(64, 16, Wait::Block);
+        let t = thread::spawn(move || {
+            p.send(&[7; 8]).unwrap();
+        });
+        assert_eq!(&c.recv().unwrap()[..], &[7; 8]);
+        assert!(matches!(c.recv(), Err(Error::Disconnected)));
+        t.join().unwrap();
+    });
+}
+
+/// A producer blocked on a full ring is woken when the consumer frees space.
+#[test]
+fn spsc_blocking_producer_wakes() {
+    model(|| {
+        // 64-byte ring, 24-byte records: two fit, the third waits for space.
+        let (mut p, mut c) = spsc::model_pair(64, 16, Wait::Block);
+        let t = thread::spawn(move || {
+            for i in 1..=3u8 {
+                p.send(&[i; 16]).unwrap();
+            }
+        });
+        for i in 1..=3u8 {
+            assert_eq!(&c.recv().unwrap()[..], &[i; 16]);
+        }
+        t.join().unwrap();
+    });
+}
+
+fn mpmc_send(tx: &mpmc::Sender, msg: &[u8]) {
+    loop {
+        match tx.try_send(msg) {
+            Ok(()) => return,
+            Err(TrySendError::Full) => thread::yield_now(),
+            Err(e) => panic!("try_send: {e}"),
+        }
+    }
+}
+
+fn mpmc_recv(rx: &mpmc::Receiver) -> u8 {
+    loop {
+        match rx.try_recv() {
+            Ok(m) => {
+                assert!(m.iter().all(|&b| b == m[0]), "torn message");
+                return m[0];
+            }
+            Err(TryRecvError::Empty) => thread::yield_now(),
+            Err(e) => panic!("try_recv: {e}"),
+        }
+    }
+}
+
+/// Two producers, one consumer, two slots: each message arrives exactly once.
+#[test]
+fn mpmc_two_producers_one_consumer() {
+    model(|| {
+        let (tx, rx) = mpmc::model_pair(2, 8, Wait::Spin);
+        let tx2 = tx.clone();
+        let a = thread::spawn(move || mpmc_send(&tx, &[1; 8]));
+        let b = thread::spawn(move || mpmc_send(&tx2, &[2; 8]));
+        let mut got = [mpmc_recv(&rx), mpmc_recv(&rx)];
+        got.sort();
+        assert_eq!(got, [1, 2]);
+        a.join().unwrap();
+        b.join().unwrap();
+    });
+}
+
+/// One producer, two consumers: each message is taken exactly once.
+#[test]
+fn mpmc_one_producer_two_consumers() {
+    model(|| {
+        let (tx, rx) = mpmc::model_pair(2, 8, Wait::Spin);
+        let rx2 = rx.clone();
+        let c = thread::spawn(move || mpmc_recv(&rx2));
+        mpmc_send(&tx, &[1; 8]);
+        mpmc_send(&tx, &[2; 8]);
+        let mut got = [mpmc_recv(&rx), c.join().unwrap()];
+        got.sort();
+        assert_eq!(got, [1, 2]);
+    });
+}
+
+/// One producer, one consumer, two slots, three messages: the third laps the ring and
+/// must wait for the consumer to free its slot.
+#[test]
+fn mpmc_lap() {
+    model(|| {
+        let (tx, rx) = mpmc::model_pair(2, 8, Wait::Spin);
+        let t = thread::spawn(move || {
+            for i in 1..=3u8 {
+                mpmc_send(&tx, &[i; 8]);
+            }
+        });
+        for i in 1..=3u8 {
+            assert_eq!(mpmc_recv(&rx), i);
+        }
+        t.join().unwrap();
+    });
+}
+
+/// MPMC blocking: a receiver asleep on an empty ring is woken by a send, and then by the
+/// last sender leaving.
+#[test]
+fn mpmc_blocking_wake_and_disconnect() {
+    model(|| {
+        let (tx, rx) = mpmc::model_pair(2, 8, Wait::Block);
+        let t = thread::spawn(move || {
+            tx.send(&[5; 8]).unwrap();
+        });
+        assert_eq!(&rx.recv().unwrap()[..], &[5; 8]);
+        assert!(matches!(rx.recv(), Err(Error::Disconnected)));
+        t.join().unwrap();
+    });
+}
