@@ -1,18 +1,30 @@
 //! Every way shmlane can carry messages between two processes, behind one interface, so
 //! the benchmarks compare them side by side.
 //!
-//! A [`Transport`] is a kind of channel: the shared-memory ring ([`ShmSpsc`]) and the
-//! kernel's own mechanisms as baselines ([`Pipe`], ...). One process *creates* a channel
-//! by name and becomes one end; another process *opens* it by the same name and becomes
-//! the other end. Every backend delivers each message as soon as `send` returns: the
+//! A [`Transport`] is a kind of channel: the shared-memory rings ([`ShmSpsc`],
+//! [`ShmMpmc`]), a classic
+//! lock-based shared-memory queue ([`ShmMutex`]) and the kernel's own mechanisms as
+//! baselines ([`Pipe`], [`UnixSocket`], [`SysvMsgq`], [`PosixMq`]). One process *creates*
+//! a channel by name and becomes one end; another process *opens* it by the same name and
+//! becomes the other end. Every backend delivers each message as soon as `send` returns: the
 //! baselines make one send system call per message and the ring publishes each message
 //! at once.
 
 mod pipe;
+mod posix_mq;
+mod shm_mpmc;
+mod shm_mutex;
 mod shm_spsc;
+mod sysv_msgq;
+mod unix_socket;
 
 pub use pipe::Pipe;
+pub use posix_mq::{PosixMq, PosixMqRx, PosixMqTx};
+pub use shm_mpmc::ShmMpmc;
+pub use shm_mutex::{ShmMutex, ShmMutexRx, ShmMutexTx};
 pub use shm_spsc::ShmSpsc;
+pub use sysv_msgq::{SysvMsgq, SysvMsgqRx, SysvMsgqTx};
+pub use unix_socket::{UnixSocket, UnixSocketRx, UnixSocketTx};
 
 use crate::error::Result;
 use crate::wait::Wait;
@@ -83,19 +95,42 @@ pub trait Transport {
 pub enum BackendKind {
     /// [`ShmSpsc`].
     ShmSpsc,
+    /// [`ShmMpmc`].
+    ShmMpmc,
+    /// [`ShmMutex`].
+    ShmMutex,
     /// [`Pipe`].
     Pipe,
+    /// [`UnixSocket`].
+    UnixSocket,
+    /// [`SysvMsgq`].
+    SysvMsgq,
+    /// [`PosixMq`].
+    PosixMq,
 }
 
 impl BackendKind {
     /// All backends, the reference (`pipe`) included.
-    pub const ALL: &'static [BackendKind] = &[BackendKind::ShmSpsc, BackendKind::Pipe];
+    pub const ALL: &'static [BackendKind] = &[
+        BackendKind::ShmSpsc,
+        BackendKind::ShmMpmc,
+        BackendKind::ShmMutex,
+        BackendKind::Pipe,
+        BackendKind::UnixSocket,
+        BackendKind::SysvMsgq,
+        BackendKind::PosixMq,
+    ];
 
     /// The short name.
     pub fn name(self) -> &'static str {
         match self {
             BackendKind::ShmSpsc => ShmSpsc::NAME,
+            BackendKind::ShmMpmc => ShmMpmc::NAME,
+            BackendKind::ShmMutex => ShmMutex::NAME,
             BackendKind::Pipe => Pipe::NAME,
+            BackendKind::UnixSocket => UnixSocket::NAME,
+            BackendKind::SysvMsgq => SysvMsgq::NAME,
+            BackendKind::PosixMq => PosixMq::NAME,
         }
     }
 
@@ -103,7 +138,12 @@ impl BackendKind {
     pub fn supports(self, size: usize) -> std::result::Result<(), String> {
         match self {
             BackendKind::ShmSpsc => ShmSpsc::supports(size),
+            BackendKind::ShmMpmc => ShmMpmc::supports(size),
+            BackendKind::ShmMutex => ShmMutex::supports(size),
             BackendKind::Pipe => Pipe::supports(size),
+            BackendKind::UnixSocket => UnixSocket::supports(size),
+            BackendKind::SysvMsgq => SysvMsgq::supports(size),
+            BackendKind::PosixMq => PosixMq::supports(size),
         }
     }
 }
@@ -138,8 +178,28 @@ macro_rules! with_backend {
                 type $t = $crate::backend::ShmSpsc;
                 $body
             }
+            $crate::backend::BackendKind::ShmMpmc => {
+                type $t = $crate::backend::ShmMpmc;
+                $body
+            }
+            $crate::backend::BackendKind::ShmMutex => {
+                type $t = $crate::backend::ShmMutex;
+                $body
+            }
             $crate::backend::BackendKind::Pipe => {
                 type $t = $crate::backend::Pipe;
+                $body
+            }
+            $crate::backend::BackendKind::UnixSocket => {
+                type $t = $crate::backend::UnixSocket;
+                $body
+            }
+            $crate::backend::BackendKind::SysvMsgq => {
+                type $t = $crate::backend::SysvMsgq;
+                $body
+            }
+            $crate::backend::BackendKind::PosixMq => {
+                type $t = $crate::backend::PosixMq;
                 $body
             }
         }
