@@ -71,7 +71,10 @@ impl Options {
     }
 
     /// The largest message, in bytes. For an SPSC ring it must be at most `capacity / 2`
-    /// (default: the smaller of 64 KiB and `capacity / 2`).
+    /// (default: the smaller of 64 KiB and `capacity / 2`). A record never wraps: one that
+    /// does not fit before the end of the ring is preceded by padding, and with a message
+    /// within 8 bytes of `capacity / 2` the producer may have to wait for the consumer to
+    /// skip that padding even when the ring is otherwise empty.
     pub fn max_message(mut self, bytes: usize) -> Options {
         self.max_message = Some(bytes);
         self

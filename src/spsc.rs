@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use crate::channel::{self, peer_closed, Me, PeerWatch};
 use crate::error::{Error, Result, TryRecvError, TrySendError};
 use crate::ring::spsc::{ConsumerRing, ProducerRing, Record};
-use crate::segment::header::{Geometry, Kind, Mapped, SPSC_CONSUMER, SPSC_PRODUCER};
+use crate::segment::header::{Geometry, Kind, Mapped, PeerState, SPSC_CONSUMER, SPSC_PRODUCER};
 use crate::wait::{self, Wait, Waiting};
 use crate::Options;
 
@@ -315,6 +315,12 @@ impl Producer {
     /// Whether the consumer has gone (closed, or its process died). Reads `/proc`.
     pub fn is_disconnected(&mut self) -> bool {
         self.peer.gone(&self.shared)
+    }
+
+    /// What the segment says of the consumer: never attached, alive (with its pid),
+    /// closed, or dead. Reads `/proc`.
+    pub fn peer(&self) -> PeerState {
+        self.shared.endpoint(SPSC_CONSUMER).peer_state()
     }
 }
 
@@ -608,6 +614,12 @@ impl Consumer {
     pub fn is_disconnected(&mut self) -> bool {
         self.peer.gone(&self.shared)
     }
+
+    /// What the segment says of the producer: never attached, alive (with its pid),
+    /// closed, or dead. Reads `/proc`.
+    pub fn peer(&self) -> PeerState {
+        self.shared.endpoint(SPSC_PRODUCER).peer_state()
+    }
 }
 
 impl Drop for Consumer {
@@ -646,7 +658,7 @@ impl Drop for ReadGuard<'_> {
     #[inline]
     fn drop(&mut self) {
         self.consumer.ring.consume_deferred(&self.rec);
-        self.consumer.ring.release_lazy();
+        self.consumer.ring.release_now();
     }
 }
 

@@ -287,7 +287,7 @@ impl ConsumerRing {
                     )));
                 }
                 self.read = self.read.wrapping_add(pad);
-                self.release_lazy();
+                self.release_now();
                 continue;
             }
             let len = len as usize;
@@ -324,19 +324,6 @@ impl ConsumerRing {
     #[inline]
     pub(crate) fn consume_deferred(&mut self, r: &Record) {
         self.read = self.read.wrapping_add(record_size(r.len) as u64);
-    }
-
-    /// Tells the producer about what was consumed once it adds up to an eighth of the ring,
-    /// or at once if the producer sleeps waiting for space. Releasing in batches keeps the
-    /// consumer-position cache line from bouncing between the two cores on every message;
-    /// the rest is released when the consumer catches up with the producer (before it
-    /// waits), or drops.
-    #[inline]
-    pub(crate) fn release_lazy(&mut self) {
-        let lag = self.read.wrapping_sub(self.released);
-        if lag >= self.cap / 8 || self.mapped.header().space_waiters.load(Ordering::Relaxed) != 0 {
-            self.release_now();
-        }
     }
 
     /// Tells the producer about everything consumed, and wakes it if it sleeps.
