@@ -41,6 +41,7 @@ pub mod backend;
 pub mod bench;
 mod channel;
 mod error;
+pub mod inspect;
 pub mod mpmc;
 mod options;
 pub mod ring;
@@ -51,6 +52,6 @@ pub mod wait;
 
 pub use error::{Error, Result, Role, TryRecvError, TrySendError};
 pub use options::{Options, DEFAULT_CAPACITY, MAX_MESSAGE_LIMIT, MIN_CAPACITY};
-pub use segment::header::Kind;
+pub use segment::header::{Kind, PeerState};
 pub use segment::Backing;
 pub use wait::Wait;

@@ -1,4 +1,5 @@
-//! `shmlane`: benchmark the shared-memory ring against the kernel's IPC.
+//! `shmlane`: benchmark the shared-memory ring against the kernel's IPC, look at and
+//! remove segments like `ipcs` / `ipcrm`, and carry a byte stream between two shells.
 
 use std::process::ExitCode;
 
@@ -27,6 +28,50 @@ enum Cmd {
     /// counts only messages the peer received and verified by checksum; `vs pipe` is the
     /// ratio to the pipe measured in the same run.
     Bench(BenchArgs),
+    /// List shmlane segments (POSIX and System V): kind, capacity, fill, endpoints.
+    ///
+    /// Like `ipcs -m`, for shmlane. Each segment is opened read-only and nothing in it is
+    /// changed. Segments of other programs, of another shmlane version or layout, empty or
+    /// half-created ones, and System V segments already removed but still attached are
+    /// left out unless --all. STATUS is `ok`, `stale` (every endpoint dead or closed:
+    /// `shmlane clean` removes it), or what is wrong with it (see `shmlane inspect`).
+    Ls(LsArgs),
+    /// Show everything about one segment: header, positions, waiters, endpoints, validity.
+    ///
+    /// NAME is `/name` (a POSIX segment first, then the System V segment keyed by the name,
+    /// as `open` does) or `shmid:ID` (a System V segment by id, as in `ipcs -m`). Works on
+    /// damaged and foreign segments too: it shows what it can read, read-only. Exit status:
+    /// 0 if the segment is a valid shmlane segment, 2 if it was read but is not valid
+    /// (foreign, damaged, another version, not initialised), 1 if it could not be read
+    /// (not found, permission denied).
+    Inspect(InspectArgs),
+    /// Remove segments by name, like `ipcrm`.
+    ///
+    /// Removes the POSIX segment and the System V segment keyed by each NAME (or
+    /// `shmid:ID`), whichever exist, if they are shmlane segments (any version, even
+    /// damaged or half-created); another program's segment is refused unless --force.
+    /// Processes still attached keep their mapping and go on working: only the name goes,
+    /// so nobody new can open it. Exit status 1 if any NAME failed.
+    Rm(RmArgs),
+    /// Remove every shmlane segment whose endpoints are all dead or closed.
+    ///
+    /// A segment is stale when every registered endpoint's process has died or closed it
+    /// cleanly, or when no endpoint ever registered and it is more than a minute old. Only
+    /// segments of this shmlane version and layout are considered. Each is looked at again
+    /// just before it is removed; a process attaching in between keeps its mapping. Exit
+    /// status 1 if a removal failed.
+    Clean(CleanArgs),
+    /// Carry a byte stream through a shared-memory ring: a pipe between two shells.
+    ///
+    /// `cmd1 | shmlane cat --to /name` in one shell and `shmlane cat --from /name | cmd2`
+    /// in another. --to creates the ring (or opens it if it exists) and sends stdin;
+    /// --from waits for the name to appear, then writes what arrives to stdout and exits 0
+    /// once the sender has finished and everything is read. The side that created the ring
+    /// removes its name at the end, once a reader has attached. If the other side goes
+    /// away (a reader's stdout closed, `| head`), the remaining side exits quietly with
+    /// status 141, like a pipe writer killed by SIGPIPE. Errors are printed as
+    /// `shmlane: <message>` with status 1.
+    Cat(CatArgs),
     /// Internal: the peer process of `bench`.
     #[command(hide = true, name = "__peer")]
     Peer {
@@ -67,6 +112,90 @@ struct BenchArgs {
     /// Ring capacity in bytes (also the pipe buffer size, within the kernel's limit).
     #[arg(long, default_value_t = 1 << 20)]
     capacity: usize,
+}
+
+#[derive(Parser)]
+struct LsArgs {
+    /// Print a JSON array of objects (every header field) instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Also list foreign, incompatible, uninitialised, unreadable and removed segments.
+    #[arg(long, short)]
+    all: bool,
+}
+
+#[derive(Parser)]
+struct InspectArgs {
+    /// The segment: `/name` (or `name`, as in /dev/shm) or `shmid:ID`.
+    name: String,
+    /// Print a JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Parser)]
+struct RmArgs {
+    /// The segments to remove: `/name` or `shmid:ID`.
+    #[arg(required = true)]
+    names: Vec<String>,
+    /// Remove segments that are not shmlane's (or that cannot be read) too.
+    #[arg(long, short)]
+    force: bool,
+}
+
+#[derive(Parser)]
+struct CleanArgs {
+    /// Only list what would be removed.
+    #[arg(long, short = 'n')]
+    dry_run: bool,
+    /// Only consider these segments (`/name` or `shmid:ID`; default: all).
+    names: Vec<String>,
+}
+
+#[derive(Parser)]
+#[command(group(clap::ArgGroup::new("direction").required(true).args(["to", "from"])))]
+struct CatArgs {
+    /// Send stdin into the ring NAME, creating it if it does not exist.
+    #[arg(long, value_name = "NAME")]
+    to: Option<String>,
+    /// Read the ring NAME to stdout, waiting for it to appear.
+    #[arg(long, value_name = "NAME")]
+    from: Option<String>,
+    /// One message per line: --to sends each line without its newline, --from writes each
+    /// message followed by a newline. A line longer than the max message is an error.
+    #[arg(long)]
+    lines: bool,
+    /// Ring capacity in bytes when --to creates it (default 1M; suffixes K, M, G are
+    /// powers of 1024; rounded up to a power of two).
+    #[arg(long, value_name = "BYTES", conflicts_with = "from", value_parser = parse_size)]
+    capacity: Option<usize>,
+    /// Largest message when --to creates the ring (default: 64K or capacity / 2): stdin
+    /// goes in chunks of up to this many bytes.
+    #[arg(long, value_name = "BYTES", conflicts_with = "from", value_parser = parse_size)]
+    max_message: Option<usize>,
+    /// How long --from waits for NAME to appear, and --to for a reader to attach, in
+    /// seconds (0: forever).
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    wait_for: f64,
+}
+
+/// `4096`, `64K`, `1M`, `2G` (powers of 1024; `KiB`, `MiB`, `GiB` too).
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (like 4096, 64K, 1M)"))?;
+    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("{s:?}: unknown unit (use K, M or G)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 struct Row {
@@ -189,7 +318,7 @@ fn run_bench(a: BenchArgs) -> Result<(), String> {
             row.msgs_per_sec = best.msgs_per_sec();
             row.bytes_per_sec = best.bytes_per_sec();
             row.pct_of_floor = Some(100.0 * best.bytes_per_sec() / floor.bytes_per_sec());
-            if backend == BackendKind::ShmSpsc {
+            if matches!(backend, BackendKind::ShmSpsc | BackendKind::ShmMpmc) {
                 row.wait_syscalls_per_msg = Some(best.wait_syscalls as f64 / best.messages as f64);
             }
             if a.latency_samples > 0 {
@@ -247,7 +376,7 @@ fn print_table(rows: &[Row], a: &BenchArgs) {
         a.wait, a.pin, a.runs
     );
     println!(
-        "{:<10} {:>7} {:>10} {:>11} {:>11} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9}",
+        "{:<11} {:>7} {:>10} {:>11} {:>11} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9}",
         "backend",
         "size",
         "messages",
@@ -262,11 +391,11 @@ fn print_table(rows: &[Row], a: &BenchArgs) {
     );
     for r in rows {
         if let Some(note) = &r.note {
-            println!("{:<10} {:>7} {note}", r.backend, r.size);
+            println!("{:<11} {:>7} {note}", r.backend, r.size);
             continue;
         }
         println!(
-            "{:<10} {:>7} {:>10} {:>11} {:>11.1} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9}",
+            "{:<11} {:>7} {:>10} {:>11} {:>11.1} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9}",
             r.backend,
             r.size,
             r.messages,
@@ -313,6 +442,11 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Bench(a) => run_bench(a),
         Cmd::Peer { args } => bench::peer_main(&args).map_err(|e| e.to_string()),
+        Cmd::Ls(a) => return ops::ls(&a),
+        Cmd::Inspect(a) => return ops::inspect(&a),
+        Cmd::Rm(a) => return ops::rm(&a),
+        Cmd::Clean(a) => return ops::clean(&a),
+        Cmd::Cat(a) => return ops::cat(&a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -320,5 +454,703 @@ fn main() -> ExitCode {
             eprintln!("shmlane: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The operator commands: `ls`, `inspect`, `rm`, `clean` and `cat`.
+mod ops {
+    use std::fs::File;
+    use std::io::{self, BufRead, BufWriter, ErrorKind, Read, Write};
+    use std::os::fd::AsFd;
+    use std::process::ExitCode;
+    use std::time::{Duration, Instant, SystemTime};
+
+    use shmlane::inspect::{
+        self, human_bytes, human_duration, utc_text, Class, Outcome, Report, DEV_SHM,
+    };
+    use shmlane::segment::header::{layout_hash, MAGIC, SPSC_CONSUMER, STATE_READY, VERSION};
+    use shmlane::segment::{Backing, Segment};
+    use shmlane::spsc::{Consumer, Producer};
+    use shmlane::{Error, Kind, Options, TryRecvError};
+
+    use super::{CatArgs, CleanArgs, InspectArgs, LsArgs, RmArgs};
+
+    /// The status of a process killed by SIGPIPE: what `cat` exits with when its peer goes.
+    const SIGPIPE_STATUS: u8 = 141;
+
+    /// `/name` and `shmid:ID` as given; a bare `name` (as listed in /dev/shm) is `/name`.
+    fn normalize(name: &str) -> String {
+        if name.starts_with('/') || name.starts_with("shmid:") || name.is_empty() {
+            name.to_string()
+        } else {
+            format!("/{name}")
+        }
+    }
+
+    fn fail(e: impl std::fmt::Display) -> ExitCode {
+        eprintln!("shmlane: {e}");
+        ExitCode::FAILURE
+    }
+
+    fn or_dash<T: std::fmt::Display>(v: Option<T>) -> String {
+        v.map_or_else(|| "-".to_string(), |v| v.to_string())
+    }
+
+    fn kind_text(r: &Report) -> String {
+        r.kind().map_or_else(|| "-".into(), |k| k.as_str().into())
+    }
+
+    fn capacity_text(r: &Report) -> String {
+        let f = &r.fields;
+        match r.kind() {
+            Some(Kind::Spsc) => f.capacity.map_or_else(|| "-".into(), human_bytes),
+            Some(Kind::Mpmc) => match (f.slot_count, f.slot_size) {
+                (Some(n), Some(s)) => format!("{n} x {}", human_bytes(u64::from(s))),
+                _ => "-".into(),
+            },
+            None => "-".into(),
+        }
+    }
+
+    fn fill_text(r: &Report) -> String {
+        match r.fill() {
+            Some(f) if f.slots => format!(
+                "{} slot{} ({:.1}%)",
+                f.used,
+                if f.used == 1 { "" } else { "s" },
+                f.percent()
+            ),
+            Some(f) => format!("{} ({:.1}%)", human_bytes(f.used), f.percent()),
+            None if r.fields.write_pos.is_some() && r.kind().is_some() => {
+                "? (positions out of range)".into()
+            }
+            None => "-".into(),
+        }
+    }
+
+    fn endpoints_text(r: &Report) -> String {
+        if r.endpoints.is_empty() {
+            return "-".into();
+        }
+        r.endpoints
+            .iter()
+            .map(|e| format!("{} {} {}", e.role, e.pid, e.liveness.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn created_text(r: &Report) -> String {
+        r.created().map_or_else(|| "-".into(), utc_text)
+    }
+
+    /// Prints rows as columns, each as wide as its widest cell; the last is not padded.
+    fn print_table(header: &[&str], rows: &[Vec<String>]) {
+        let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
+        for row in rows {
+            for (w, cell) in width.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let line = |cells: Vec<&str>| {
+            let last = cells.len() - 1;
+            let mut s = String::new();
+            for (i, c) in cells.iter().enumerate() {
+                if i == last {
+                    s.push_str(c);
+                } else {
+                    s.push_str(&format!("{c:<w$}  ", w = width[i]));
+                }
+            }
+            println!("{}", s.trim_end());
+        };
+        line(header.to_vec());
+        for row in rows {
+            line(row.iter().map(String::as_str).collect());
+        }
+    }
+
+    pub fn ls(a: &LsArgs) -> ExitCode {
+        let reports = match inspect::list() {
+            Ok(r) => r,
+            Err(e) => return fail(e),
+        };
+        let shown: Vec<&Report> = reports
+            .iter()
+            .filter(|r| a.all || (r.class == Class::Shmlane && !r.sysv_removed))
+            .collect();
+        if a.json {
+            let arr: Vec<serde_json::Value> = shown.iter().map(|r| r.to_json()).collect();
+            println!("{}", serde_json::to_string_pretty(&arr).expect("json"));
+            return ExitCode::SUCCESS;
+        }
+        let rows: Vec<Vec<String>> = shown
+            .iter()
+            .map(|r| {
+                vec![
+                    r.name.clone(),
+                    r.backing.to_string(),
+                    kind_text(r),
+                    r.status().to_string(),
+                    capacity_text(r),
+                    fill_text(r),
+                    created_text(r),
+                    endpoints_text(r),
+                ]
+            })
+            .collect();
+        print_table(
+            &[
+                "NAME",
+                "BACKING",
+                "KIND",
+                "STATUS",
+                "CAPACITY",
+                "FILL",
+                "CREATED",
+                "ENDPOINTS",
+            ],
+            &rows,
+        );
+        ExitCode::SUCCESS
+    }
+
+    pub fn inspect(a: &InspectArgs) -> ExitCode {
+        let r = match inspect::inspect(&normalize(&a.name)) {
+            Ok(r) => r,
+            Err(e) => return fail(e),
+        };
+        if a.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&r.to_json()).expect("json")
+            );
+        } else {
+            print_report(&r);
+        }
+        if r.valid() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(2)
+        }
+    }
+
+    fn print_report(r: &Report) {
+        let f = &r.fields;
+        let line = |k: &str, v: String| println!("{k:<16}{v}");
+        line("name", r.name.clone());
+        line(
+            "backing",
+            match r.backing {
+                Backing::Posix => format!("posix ({DEV_SHM}{})", r.name),
+                Backing::SysV => format!(
+                    "sysv (key {}, shmid {}, {} process(es) attached{})",
+                    r.sysv_key
+                        .map_or_else(|| "-".into(), |k| format!("{k:#010x}")),
+                    or_dash(r.sysv_id),
+                    or_dash(r.sysv_nattch),
+                    if r.sysv_removed {
+                        "; already removed, kept by those attached"
+                    } else {
+                        ""
+                    }
+                ),
+            },
+        );
+        line("class", r.class.as_str().into());
+        line("validation", r.validation.clone());
+        line("size", format!("{} bytes", r.len));
+        match r.magic {
+            None => line("magic", "- (shorter than 8 bytes)".into()),
+            Some(m) if m == MAGIC => line("magic", "ok (\"SHMLANE\\0\")".into()),
+            Some([0, 0, 0, 0, 0, 0, 0, 0]) => line("magic", "none yet (all zero)".into()),
+            Some(m) => line(
+                "magic",
+                format!(
+                    "not shmlane's: {:02x?} {:?}",
+                    m,
+                    String::from_utf8_lossy(&m)
+                ),
+            ),
+        }
+        if r.magic != Some(MAGIC) {
+            return;
+        }
+        if r.layout_matches() == Some(false) || f.version.is_some_and(|v| v != VERSION) {
+            println!("(another version or layout: the fields below are read with this build's layout and may be wrong)");
+        }
+        line(
+            "version",
+            format!("{} (this build: {VERSION})", or_dash(f.version)),
+        );
+        line(
+            "kind",
+            match (r.kind(), f.kind) {
+                (Some(k), _) => k.as_str().into(),
+                (None, Some(raw)) => format!("unknown ({raw})"),
+                (None, None) => "-".into(),
+            },
+        );
+        line(
+            "layout hash",
+            match f.layout_hash {
+                Some(h) if h == layout_hash() => format!("{h:#018x} (matches this build)"),
+                Some(h) => format!("{h:#018x} (this build: {:#018x})", layout_hash()),
+                None => "-".into(),
+            },
+        );
+        line(
+            "state",
+            match f.state {
+                Some(STATE_READY) => "ready".into(),
+                Some(0) => "initialising (0)".into(),
+                other => format!("unknown ({})", or_dash(other)),
+            },
+        );
+        line("segment_len", or_dash(f.segment_len));
+        line("data_offset", or_dash(f.data_offset));
+        line(
+            "capacity",
+            f.capacity
+                .map_or_else(|| "-".into(), |c| format!("{c} bytes ({})", human_bytes(c))),
+        );
+        line("max_message", or_dash(f.max_message));
+        line(
+            "slots",
+            match r.kind() {
+                Some(Kind::Spsc) => "- (spsc: variable-length records)".into(),
+                _ => format!("{} x {} bytes", or_dash(f.slot_count), or_dash(f.slot_size)),
+            },
+        );
+        line("wait", or_dash(r.wait()));
+        line(
+            "created",
+            match r.created() {
+                Some(t) => format!(
+                    "{} ({} ago)",
+                    utc_text(t),
+                    human_duration(SystemTime::now().duration_since(t).unwrap_or_default())
+                ),
+                None => "-".into(),
+            },
+        );
+        line("creator pid", or_dash(f.creator_pid));
+        line(
+            "stored name",
+            f.stored_name
+                .as_ref()
+                .map_or_else(|| "-".into(), |n| format!("{n:?}")),
+        );
+        line(
+            "positions",
+            format!(
+                "write {}, read {}",
+                or_dash(f.write_pos),
+                or_dash(f.read_pos)
+            ),
+        );
+        line("in flight", fill_text(r));
+        line(
+            "waiters",
+            format!(
+                "data {}, space {}",
+                or_dash(f.data_waiters),
+                or_dash(f.space_waiters)
+            ),
+        );
+        line("light_wakers", or_dash(f.light_wakers));
+        line("lost", or_dash(f.lost));
+        if r.kind() == Some(Kind::Mpmc) {
+            let ever = f.mpmc_ever.unwrap_or(0);
+            line(
+                "mpmc live",
+                format!(
+                    "senders {}, receivers {} (ever attached: senders {}, receivers {})",
+                    or_dash(f.mpmc_live[0]),
+                    or_dash(f.mpmc_live[1]),
+                    if ever & 1 != 0 { "yes" } else { "no" },
+                    if ever & 2 != 0 { "yes" } else { "no" },
+                ),
+            );
+        }
+        if r.endpoints.is_empty() {
+            line("endpoints", "none registered".into());
+        } else {
+            println!("endpoints");
+            let rows: Vec<Vec<String>> = r
+                .endpoints
+                .iter()
+                .map(|e| {
+                    vec![
+                        format!("  #{}", e.index),
+                        e.role.clone(),
+                        e.pid.to_string(),
+                        e.state.clone(),
+                        e.liveness.as_str().into(),
+                    ]
+                })
+                .collect();
+            print_table(&["  SLOT", "ROLE", "PID", "STATE", "LIVENESS"], &rows);
+        }
+    }
+
+    /// `/name (posix spsc)`, and who is still attached.
+    fn describe(r: &Report) -> String {
+        let what = match (r.class, r.kind()) {
+            (Class::Shmlane, Some(k)) => k.as_str().to_string(),
+            (class, _) => class.as_str().to_string(),
+        };
+        let id = r
+            .sysv_id
+            .map_or(String::new(), |id| format!(", shmid {id}"));
+        let mut s = format!("{} ({} {what}{id})", r.name, r.backing);
+        let alive: Vec<String> = r
+            .endpoints
+            .iter()
+            .filter(|e| e.liveness == inspect::Liveness::Alive)
+            .map(|e| format!("{} {}", e.role, e.pid))
+            .collect();
+        if !alive.is_empty() {
+            s.push_str(&format!(
+                "; still attached: {} (they keep their mapping)",
+                alive.join(", ")
+            ));
+        } else if let Some(n @ 1..) = r.sysv_nattch {
+            s.push_str(&format!(
+                "; {n} process(es) still attached keep their mapping"
+            ));
+        }
+        s
+    }
+
+    pub fn rm(a: &RmArgs) -> ExitCode {
+        let mut failed = false;
+        for name in a.names.iter().map(|n| normalize(n)) {
+            match inspect::remove(&name, a.force) {
+                Ok(removed) => {
+                    for r in removed {
+                        println!("removed {}", describe(&r.report));
+                    }
+                }
+                Err(
+                    e @ (Error::NotShmlane { .. }
+                    | Error::KeyCollision { .. }
+                    | Error::PermissionDenied { .. }),
+                ) => {
+                    eprintln!("shmlane: {e} (`shmlane rm --force {name}` removes it anyway)");
+                    failed = true;
+                }
+                Err(e) => {
+                    eprintln!("shmlane: {e}");
+                    failed = true;
+                }
+            }
+        }
+        if failed {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        }
+    }
+
+    pub fn clean(a: &CleanArgs) -> ExitCode {
+        let names: Vec<String> = a.names.iter().map(|n| normalize(n)).collect();
+        let wanted = |r: &Report| {
+            names.is_empty()
+                || names.iter().any(|n| {
+                    *n == r.name || r.sysv_id.is_some_and(|id| *n == format!("shmid:{id}"))
+                })
+        };
+        let stale = match inspect::clean_matching(a.dry_run, wanted) {
+            Ok(s) => s,
+            Err(e) => return fail(e),
+        };
+        if stale.is_empty() {
+            println!("no stale segments");
+        }
+        let mut failed = false;
+        for s in &stale {
+            let what = describe(&s.report);
+            match &s.outcome {
+                Outcome::WouldRemove => println!("would remove {what}: {}", s.reason),
+                Outcome::Removed => println!("removed {what}: {}", s.reason),
+                Outcome::NoLongerStale => {
+                    println!("kept {what}: an endpoint attached again")
+                }
+                Outcome::Failed(e) => {
+                    eprintln!("shmlane: could not remove {}: {e}", s.report.name);
+                    failed = true;
+                }
+            }
+        }
+        if failed {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        }
+    }
+
+    /// How `cat` ends when it does not succeed.
+    enum CatError {
+        /// The other side went away: exit quietly, as a pipe's writer would.
+        PeerGone,
+        /// An error to print.
+        Msg(String),
+    }
+
+    impl From<Error> for CatError {
+        fn from(e: Error) -> CatError {
+            match e {
+                Error::Disconnected => CatError::PeerGone,
+                e => CatError::Msg(e.to_string()),
+            }
+        }
+    }
+
+    pub fn cat(a: &CatArgs) -> ExitCode {
+        let wait_for = match Duration::try_from_secs_f64(a.wait_for) {
+            Ok(d) if d.is_zero() => None,
+            Ok(d) => Some(d),
+            Err(_) => return fail("--wait-for takes a number of seconds >= 0"),
+        };
+        let r = match (&a.to, &a.from) {
+            (Some(name), _) => cat_to(name, a, wait_for),
+            (None, Some(name)) => cat_from(name, a.lines, wait_for),
+            (None, None) => unreachable!("clap requires --to or --from"),
+        };
+        match r {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(CatError::PeerGone) => ExitCode::from(SIGPIPE_STATUS),
+            Err(CatError::Msg(m)) => fail(m),
+        }
+    }
+
+    /// Removes the name on drop, if armed (the ring was created here).
+    struct RemoveName<'a> {
+        name: &'a str,
+        armed: bool,
+    }
+
+    impl Drop for RemoveName<'_> {
+        fn drop(&mut self) {
+            if self.armed {
+                let _ = Segment::remove_posix(self.name);
+            }
+        }
+    }
+
+    /// Whether a reader (the consumer) has attached to the ring, looked up at most every
+    /// so often; and the deadline for one to come.
+    struct ReaderWatch<'a> {
+        name: &'a str,
+        start: Instant,
+        limit: Option<Duration>,
+        seen: bool,
+    }
+
+    impl ReaderWatch<'_> {
+        /// Fails once the deadline has passed with no reader.
+        fn check(&mut self) -> Result<(), CatError> {
+            if !self.seen {
+                self.seen = inspect::inspect(self.name)
+                    .map(|r| r.endpoints.iter().any(|e| e.index == SPSC_CONSUMER))
+                    .unwrap_or(false);
+            }
+            match self.limit {
+                Some(limit) if !self.seen && self.start.elapsed() >= limit => {
+                    Err(CatError::Msg(format!(
+                        "no reader attached to {} within {} s (`shmlane cat --from {}` reads it; --wait-for changes the limit)",
+                        self.name,
+                        limit.as_secs_f64(),
+                        self.name
+                    )))
+                }
+                _ => Ok(()),
+            }
+        }
+
+        fn wait_attached(&mut self) -> Result<(), CatError> {
+            loop {
+                self.check()?;
+                if self.seen {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
+    /// Waits until `len` bytes fit; while no reader has attached yet, only as long as the
+    /// deadline allows. (The probe's grant is dropped uncommitted, which sends nothing.)
+    fn wait_for_room(
+        tx: &mut Producer,
+        len: usize,
+        reader: &mut ReaderWatch,
+    ) -> Result<(), CatError> {
+        if reader.seen {
+            return Ok(());
+        }
+        loop {
+            match tx.reserve_timeout(len, Duration::from_millis(100)) {
+                Ok(_) => return Ok(()),
+                Err(Error::Timeout) => reader.check()?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn stdin_error(e: io::Error) -> CatError {
+        CatError::Msg(format!("reading stdin: {e}"))
+    }
+
+    /// Sends stdin in chunks of up to max_message bytes, read straight into the ring.
+    fn send_chunks(tx: &mut Producer, reader: &mut ReaderWatch) -> Result<(), CatError> {
+        // A File on a duplicate of fd 0: reads go straight into the ring, no buffer between.
+        let fd = io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(stdin_error)?;
+        let mut stdin = File::from(fd);
+        let max = tx.max_message();
+        loop {
+            wait_for_room(tx, max, reader)?;
+            let mut grant = tx.reserve(max)?;
+            let n = loop {
+                match stdin.read(&mut grant) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(stdin_error(e)),
+                }
+            };
+            if n == 0 {
+                return Ok(()); // EOF; the empty grant is dropped, sending nothing
+            }
+            grant.truncate(n);
+            grant.commit();
+        }
+    }
+
+    /// Sends each line of stdin as one message, without its newline.
+    fn send_lines(tx: &mut Producer, reader: &mut ReaderWatch) -> Result<(), CatError> {
+        let mut stdin = io::stdin().lock();
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if stdin.read_until(b'\n', &mut line).map_err(stdin_error)? == 0 {
+                return Ok(());
+            }
+            if line.last() == Some(&b'\n') {
+                line.pop();
+            }
+            let max = tx.max_message();
+            if line.len() > max {
+                return Err(CatError::Msg(format!(
+                    "a line of {} bytes is longer than this ring's max message of {max} bytes (--max-message raises it when the ring is created)",
+                    line.len()
+                )));
+            }
+            wait_for_room(tx, line.len(), reader)?;
+            tx.send(&line)?;
+        }
+    }
+
+    fn cat_to(name: &str, a: &CatArgs, wait_for: Option<Duration>) -> Result<(), CatError> {
+        // persist: the name must outlive the producer until a reader has attached.
+        let mut opts = Options::new()
+            .capacity(a.capacity.unwrap_or(shmlane::DEFAULT_CAPACITY))
+            .persist(true);
+        if let Some(m) = a.max_message {
+            opts = opts.max_message(m);
+        }
+        let (mut tx, created) = match Producer::create(name, &opts) {
+            Ok(p) => (p, true),
+            Err(Error::AlreadyExists { .. }) => (Producer::open(name)?, false),
+            Err(e) => return Err(e.into()),
+        };
+        let _remove = RemoveName {
+            name,
+            armed: created,
+        };
+        let mut reader = ReaderWatch {
+            name,
+            start: Instant::now(),
+            limit: wait_for,
+            seen: false,
+        };
+        let sent = if a.lines {
+            send_lines(&mut tx, &mut reader)
+        } else {
+            send_chunks(&mut tx, &mut reader)
+        };
+        // Publishes what is left and marks the producer closed: the reader drains the
+        // ring, then sees Disconnected.
+        drop(tx);
+        sent?;
+        if created {
+            // Remove the name only once a reader holds the mapping.
+            reader.wait_attached()?;
+        }
+        Ok(())
+    }
+
+    fn stdout_error(e: io::Error) -> CatError {
+        if e.kind() == ErrorKind::BrokenPipe {
+            CatError::PeerGone
+        } else {
+            CatError::Msg(format!("writing stdout: {e}"))
+        }
+    }
+
+    fn cat_from(name: &str, lines: bool, wait_for: Option<Duration>) -> Result<(), CatError> {
+        let start = Instant::now();
+        let mut rx = loop {
+            match Consumer::open(name) {
+                Ok(c) => break c,
+                Err(e @ (Error::NotFound { .. } | Error::NotReady { .. })) => {
+                    if let Some(limit) = wait_for.filter(|l| start.elapsed() >= *l) {
+                        return Err(CatError::Msg(format!(
+                            "{e} (waited {} s)",
+                            limit.as_secs_f64()
+                        )));
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let fd = io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(stdout_error)?;
+        let mut out = BufWriter::with_capacity(64 << 10, File::from(fd));
+        let emit = |out: &mut BufWriter<File>, msg: &[u8]| -> Result<(), CatError> {
+            out.write_all(msg).map_err(stdout_error)?;
+            if lines {
+                out.write_all(b"\n").map_err(stdout_error)?;
+            }
+            Ok(())
+        };
+        loop {
+            let why = match rx.try_recv() {
+                Ok(m) => {
+                    emit(&mut out, &m)?;
+                    continue;
+                }
+                Err(why) => why,
+            };
+            match why {
+                TryRecvError::Empty => {
+                    // About to wait: let what we have go out first.
+                    out.flush().map_err(stdout_error)?;
+                    match rx.recv() {
+                        Ok(m) => emit(&mut out, &m)?,
+                        Err(Error::Disconnected) => break,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                TryRecvError::Disconnected => break,
+                e => return Err(Error::from(e).into()),
+            }
+        }
+        out.flush().map_err(stdout_error)
     }
 }
