@@ -117,6 +117,21 @@ impl Endpoint {
             && h.mpmc_live[other].load(Ordering::Acquire) == 0
     }
 
+    /// Live endpoints of the other side (reads `/proc`).
+    fn other_side_live(&self) -> usize {
+        let role = if self.side == 0 {
+            ROLE_RECEIVER
+        } else {
+            ROLE_SENDER
+        };
+        self.shared
+            .header()
+            .endpoints
+            .iter()
+            .filter(|e| e.live_with_role(role))
+            .count()
+    }
+
     /// Reads `/proc`: no endpoint of the other side is alive (one had attached).
     fn other_side_gone(&self) -> bool {
         let h = self.shared.header();
@@ -392,6 +407,12 @@ impl Sender {
     pub fn is_disconnected(&self) -> bool {
         self.ep.other_side_gone()
     }
+
+    /// How many receivers (registrations, each shared by its clones) are attached and
+    /// alive. Reads `/proc`.
+    pub fn receivers(&self) -> usize {
+        self.ep.other_side_live()
+    }
 }
 
 impl Receiver {
@@ -506,6 +527,12 @@ impl Receiver {
     /// Whether every sender has gone (closed, or died). Reads `/proc`.
     pub fn is_disconnected(&self) -> bool {
         self.ep.other_side_gone()
+    }
+
+    /// How many senders (registrations, each shared by its clones) are attached and
+    /// alive. Reads `/proc`.
+    pub fn senders(&self) -> usize {
+        self.ep.other_side_live()
     }
 }
 

@@ -553,7 +553,10 @@ impl Mapped {
                 Error::corrupt(format!("data offset {data_offset} != {HEADER_SIZE}")).into(),
             );
         }
-        if HEADER_SIZE as u64 + capacity > segment_len || segment_len > len as u64 {
+        let fits = (HEADER_SIZE as u64)
+            .checked_add(capacity)
+            .is_some_and(|end| end <= segment_len);
+        if !fits || segment_len > len as u64 {
             return Err(Error::corrupt(format!(
                 "data area of {capacity} bytes does not fit a segment of {segment_len} bytes"
             ))
@@ -657,7 +660,8 @@ impl Endpoint {
             // one process would hand out overlapping slices of the ring).
             if matches!(state, EP_ATTACHING | EP_ATTACHED) {
                 let start = self.start_time.load(Ordering::Acquire);
-                if state == EP_ATTACHING || process_alive(holder, start) {
+                let start = if state == EP_ATTACHING { 0 } else { start };
+                if process_alive(holder, start) {
                     return Err(Error::RoleTaken { pid: holder });
                 }
             }
@@ -687,6 +691,8 @@ impl Endpoint {
         let reusable = match state {
             EP_FREE | EP_CLOSED => true,
             EP_ATTACHED => !process_alive(holder, self.start_time.load(Ordering::Acquire)),
+            // A process that died while registering.
+            EP_ATTACHING => !process_alive(holder, 0),
             _ => false,
         };
         if !reusable {
@@ -744,7 +750,15 @@ impl Endpoint {
         match state {
             EP_FREE => PeerState::Never,
             EP_CLOSED => PeerState::Closed,
-            EP_ATTACHING => PeerState::Alive(pid),
+            // Registering right now (its start time may not be written yet), unless the
+            // process died in the middle of it.
+            EP_ATTACHING => {
+                if process_alive(pid, 0) {
+                    PeerState::Alive(pid)
+                } else {
+                    PeerState::Dead(pid)
+                }
+            }
             EP_ATTACHED => {
                 if process_alive(pid, self.start_time.load(Ordering::Acquire)) {
                     PeerState::Alive(pid)
