@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use crate::channel::{self, peer_closed, Me, PeerWatch};
 use crate::error::{Error, Result, TryRecvError, TrySendError};
-use crate::ring::spsc::{ConsumerRing, ProducerRing, Record};
+use crate::ring::spsc::{ConsumerRing, Corrupt, ProducerRing, Record};
 use crate::segment::header::{Geometry, Kind, Mapped, PeerState, SPSC_CONSUMER, SPSC_PRODUCER};
 use crate::wait::{self, Wait, Waiting};
 use crate::Options;
@@ -41,12 +41,25 @@ fn spsc_geometry(opts: &Options) -> Result<Geometry> {
     })
 }
 
-/// Registers this process in endpoint slot `index` of a freshly opened or created segment.
-fn register(mapped: Arc<Mapped>, index: usize) -> Result<(Arc<Mapped>, Me)> {
+/// Registers this process in endpoint slot `index` of a freshly opened or created segment
+/// and builds that side's ring, giving the slot back if the ring's positions are corrupt.
+/// Returns the ring, the segment, the segment's default wait strategy and who we are.
+fn attach_side<R>(
+    mapped: Arc<Mapped>,
+    index: usize,
+    make_ring: impl FnOnce(Arc<Mapped>) -> std::result::Result<R, Corrupt>,
+) -> Result<(R, Arc<Mapped>, Wait, Me)> {
+    let wait = Wait::from_raw(mapped.geometry().wait);
     let me = Me::get();
     mapped.endpoint(index).attach(me.pid, me.start_time)?;
     wait::announce_light_waker(&mapped.header().light_wakers);
-    Ok((mapped, me))
+    match make_ring(mapped.clone()) {
+        Ok(ring) => Ok((ring, mapped, wait, me)),
+        Err(c) => {
+            mapped.endpoint(index).close(me.pid);
+            Err(c.into())
+        }
+    }
 }
 
 /// Under loom: a producer and a consumer on one heap-backed ring, for the models in
@@ -113,15 +126,7 @@ impl Producer {
     }
 
     fn attach(mapped: Arc<Mapped>) -> Result<Producer> {
-        let wait = Wait::from_raw(mapped.geometry().wait);
-        let (shared, me) = register(mapped, SPSC_PRODUCER)?;
-        let ring = match ProducerRing::new(shared.clone()) {
-            Ok(r) => r,
-            Err(c) => {
-                shared.endpoint(SPSC_PRODUCER).close(me.pid);
-                return Err(c.into());
-            }
-        };
+        let (ring, shared, wait, me) = attach_side(mapped, SPSC_PRODUCER, ProducerRing::new)?;
         Ok(Producer {
             ring,
             shared,
@@ -450,15 +455,7 @@ impl Consumer {
     }
 
     fn attach(mapped: Arc<Mapped>) -> Result<Consumer> {
-        let wait = Wait::from_raw(mapped.geometry().wait);
-        let (shared, me) = register(mapped, SPSC_CONSUMER)?;
-        let ring = match ConsumerRing::new(shared.clone()) {
-            Ok(r) => r,
-            Err(c) => {
-                shared.endpoint(SPSC_CONSUMER).close(me.pid);
-                return Err(c.into());
-            }
-        };
+        let (ring, shared, wait, me) = attach_side(mapped, SPSC_CONSUMER, ConsumerRing::new)?;
         Ok(Consumer {
             ring,
             shared,
