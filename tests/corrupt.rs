@@ -13,7 +13,7 @@ use common::{Rng, TestName};
 use memoffset::offset_of;
 use shmlane::segment::header::{Header, HEADER_SIZE};
 use shmlane::spsc::{Consumer, Producer};
-use shmlane::{Error, Options, TryRecvError, TrySendError};
+use shmlane::{Error, Options, TryRecvError, TrySendError, Wait};
 
 /// `len` of a padding record (the top bit).
 const PAD_FLAG: u32 = 1 << 31;
@@ -524,4 +524,30 @@ fn random_positions_and_records_never_panic() {
         "{:?}",
         start.elapsed()
     );
+}
+
+/// Garbage in the semaphores and waiter counts: waits wake up spuriously and re-check,
+/// they do not abort (glibc's `sem_t` functions abort on a garbage semaphore) or hang.
+#[test]
+fn garbage_semaphores_and_waiter_counts_are_harmless() {
+    let mut c = Chan::new("sem-garbage");
+    for (field, v) in [
+        (offset_of!(Header, data_sem), u32::MAX),
+        (offset_of!(Header, space_sem), 0x8000_0001),
+        (offset_of!(Header, data_waiters), u32::MAX),
+        (offset_of!(Header, space_waiters), 7),
+    ] {
+        c.put_u32(field as u64, v);
+    }
+    c.rx().set_wait(Wait::Block);
+    let t = Instant::now();
+    let r = c
+        .rx()
+        .recv_timeout(Duration::from_millis(200))
+        .map(|m| m.to_vec());
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    assert!(t.elapsed() < Duration::from_secs(2));
+    // Sending still works, and wakes (or spuriously re-wakes) the consumer.
+    c.tx().send(b"still fine").unwrap();
+    assert_eq!(&c.rx().recv_timeout(T).unwrap()[..], b"still fine");
 }

@@ -1,12 +1,10 @@
 //! The segment header (format version 1): its `#[repr(C)]` layout, the layout hash, the
 //! endpoint registry, and the validation an opener runs before trusting anything.
 //!
-//! Every field is an atomic (or a cell around a `sem_t`): the header is shared with other
+//! Every field is an atomic (or a semaphore made of one): the header is shared with other
 //! processes that may write it at any time, so no field is ever read as plain memory.
 
 use crate::sync::{AtomicU32, AtomicU64, AtomicU8, Ordering};
-#[cfg(not(loom))]
-use std::cell::UnsafeCell;
 use std::mem::{align_of, size_of};
 
 use crossbeam_utils::CachePadded;
@@ -76,10 +74,17 @@ impl Kind {
     }
 }
 
-/// A process-shared POSIX semaphore living in the header.
+/// A process-shared counting semaphore living in the header: a count and a futex on it.
+///
+/// It does the job of a process-shared POSIX `sem_t`, but every state of it is harmless:
+/// glibc's semaphore functions abort the process when a hostile peer writes garbage into a
+/// `sem_t` (a futex error they do not expect), while here a garbage count only causes a
+/// spurious wake-up, after which the caller re-checks its condition.
 #[cfg(not(loom))]
 #[repr(C)]
-pub struct SemCell(UnsafeCell<libc::sem_t>);
+pub struct SemCell {
+    count: AtomicU32,
+}
 
 /// Under loom: a counting semaphore built from loom's mutex and condvar, so the model
 /// checker sees every wait and post.
@@ -113,14 +118,6 @@ impl SemCell {
         }
         *n -= 1;
         true
-    }
-}
-
-#[cfg(not(loom))]
-impl SemCell {
-    /// The raw pointer handed to `sem_*` calls.
-    pub fn as_ptr(&self) -> *mut libc::sem_t {
-        self.0.get()
     }
 }
 
@@ -329,7 +326,7 @@ pub fn layout_hash() -> u64 {
         offset_of!(Header, space_waiters) as u64,
         offset_of!(Header, data_sem) as u64,
         offset_of!(Header, space_sem) as u64,
-        size_of::<libc::sem_t>() as u64,
+        size_of::<SemCell>() as u64,
         offset_of!(Header, light_wakers) as u64,
         offset_of!(Header, mpmc_live) as u64,
         offset_of!(Header, mpmc_ever) as u64,
@@ -423,16 +420,6 @@ impl Mapped {
         h.name_len.store(name.len() as u32, Ordering::Relaxed);
         for (cell, b) in h.name.iter().zip(name) {
             cell.store(*b, Ordering::Relaxed);
-        }
-        #[cfg(not(loom))]
-        for sem in [&h.data_sem, &h.space_sem] {
-            // SAFETY: the semaphore lives in shared memory that stays mapped while any
-            // endpoint uses it; pshared = 1 makes it usable across processes. Nobody else
-            // can use it before `state` is READY.
-            let rc = unsafe { libc::sem_init(sem.as_ptr(), 1, 0) };
-            if rc != 0 {
-                return Err(Error::last_os("sem_init"));
-            }
         }
         init_data(&mapped);
         let h = mapped.header();
@@ -805,42 +792,55 @@ pub fn process_alive(pid: i32, start_time: u64) -> bool {
 }
 
 #[cfg(not(loom))]
-extern "C" {
-    // glibc >= 2.30; the libc crate does not declare it.
-    fn sem_clockwait(
-        sem: *mut libc::sem_t,
-        clock: libc::clockid_t,
-        abstime: *const libc::timespec,
-    ) -> libc::c_int;
-}
-
-#[cfg(not(loom))]
 impl SemCell {
-    /// Wakes one sleeper (or lets the next wait return at once).
-    pub fn post(&self) {
-        // SAFETY: the sem_t was initialised by the creator before READY and stays mapped
-        // while we hold the segment. EOVERFLOW (a value at SEM_VALUE_MAX) is harmless:
-        // a sleeper will be woken anyway.
-        unsafe { libc::sem_post(self.as_ptr()) };
+    fn futex(&self, op: libc::c_int, val: u32, timeout: *const libc::timespec) -> libc::c_long {
+        // SAFETY: the futex word is an aligned u32 inside a mapping we hold; FUTEX_WAIT
+        // only reads it and FUTEX_WAKE does not touch it. Not FUTEX_PRIVATE: the word is
+        // shared between processes.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                self.count.as_ptr(),
+                op,
+                val,
+                timeout,
+                std::ptr::null::<u32>(),
+                0u32,
+            )
+        }
     }
 
-    /// Sleeps until posted or `timeout` has passed (on `CLOCK_MONOTONIC`). Returns whether
-    /// it was posted. `EINTR` just returns early: callers re-check their condition.
+    /// Adds one to the count and wakes one sleeper (or lets the next wait return at once).
+    pub fn post(&self) {
+        self.count.fetch_add(1, Ordering::Release);
+        self.futex(libc::FUTEX_WAKE, 1, std::ptr::null());
+    }
+
+    /// Takes one from the count, sleeping while it is zero for at most `timeout`. Returns
+    /// whether it took one. An interrupted sleep returns early; callers re-check their
+    /// condition either way.
     pub fn wait_for(&self, timeout: std::time::Duration) -> bool {
-        let mut now = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `now` is a valid timespec to write.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-        let nanos = now.tv_nsec as u64 + u64::from(timeout.subsec_nanos());
-        let abs = libc::timespec {
-            tv_sec: now.tv_sec
-                + timeout.as_secs() as libc::time_t
-                + (nanos / 1_000_000_000) as libc::time_t,
-            tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
-        };
-        // SAFETY: the sem_t is initialised and mapped (see post); abs is a valid timespec.
-        unsafe { sem_clockwait(self.as_ptr(), libc::CLOCK_MONOTONIC, &abs) == 0 }
+        let mut cur = self.count.load(Ordering::Acquire);
+        if cur == 0 {
+            let ts = libc::timespec {
+                tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+                tv_nsec: timeout.subsec_nanos() as libc::c_long,
+            };
+            // Sleeps only while the count is still 0 (relative timeout, CLOCK_MONOTONIC).
+            self.futex(libc::FUTEX_WAIT, 0, &ts);
+            cur = self.count.load(Ordering::Acquire);
+        }
+        while cur != 0 {
+            match self.count.compare_exchange_weak(
+                cur,
+                cur - 1,
+                Ordering::Acquire,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(now) => cur = now,
+            }
+        }
+        false
     }
 }
