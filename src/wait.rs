@@ -3,7 +3,7 @@
 //! The wake protocol (no lost wake-up):
 //! 1. sleeper: increment the waiter count, `fence(SeqCst)`, re-check the condition, then
 //!    sleep on the semaphore for one slice (and re-check the peer's liveness after it);
-//! 2. waker: publish its position (Release), `fence(SeqCst)`, and `sem_post` only if the
+//! 2. waker: publish its position (Release), `fence(SeqCst)`, and post the semaphore only if the
 //!    waiter count is non-zero.
 //!
 //! With both fences in the single SeqCst order, either the waker's load sees the
@@ -91,12 +91,13 @@ pub mod stats {
     pub(super) static SLEEPS: AtomicU64 = AtomicU64::new(0);
     pub(super) static POSTS: AtomicU64 = AtomicU64::new(0);
 
-    /// Semaphore waits (`sem_clockwait` calls) made by this process so far.
+    /// Semaphore waits (`FUTEX_WAIT` sleeps, with a membarrier before each where light
+    /// wakers are in use) made by this process so far.
     pub fn sleeps() -> u64 {
         SLEEPS.load(Ordering::Relaxed)
     }
 
-    /// Semaphore posts (`sem_post` calls) made by this process so far.
+    /// Semaphore posts (`FUTEX_WAKE` calls) made by this process so far.
     pub fn posts() -> u64 {
         POSTS.load(Ordering::Relaxed)
     }
@@ -116,7 +117,7 @@ pub(crate) fn announce_light_waker(light_wakers: &AtomicU32) {
 /// The waker's half: after publishing, wake one sleeper if anyone sleeps.
 ///
 /// The waker takes the sleeper off the count itself (one CAS), so a burst of messages to
-/// a sleeping peer makes one `sem_post`, not one per message, and one post wakes one
+/// a sleeping peer makes one post, not one per message, and one post wakes one
 /// sleeper (no thundering herd).
 #[inline]
 pub(crate) fn wake(waiters: &AtomicU32, sem: &SemCell) {
