@@ -90,6 +90,16 @@ pub trait Transport {
     }
 }
 
+/// The answer of [`Transport::supports`] for a kernel limit of `limit` bytes.
+pub(crate) fn within_limit(size: usize, limit: usize) -> std::result::Result<(), String> {
+    if size > limit {
+        return Err(format!(
+            "not supported by this backend on this machine (limit {limit})"
+        ));
+    }
+    Ok(())
+}
+
 /// Every backend, by name: the value the CLI and the benchmarks take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BackendKind {

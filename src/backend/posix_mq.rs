@@ -501,12 +501,7 @@ impl Transport for PosixMq {
     /// Up to `fs.mqueue.msgsize_max` bytes.
     fn supports(size: usize) -> std::result::Result<(), String> {
         let (_, limit) = PosixMq::limits();
-        if size > limit {
-            return Err(format!(
-                "not supported by this backend on this machine (limit {limit})"
-            ));
-        }
-        Ok(())
+        super::within_limit(size, limit)
     }
 }
 

@@ -525,12 +525,7 @@ impl Transport for SysvMsgq {
     /// Up to `kernel.msgmax` bytes (and `kernel.msgmnb`, the queue size).
     fn supports(size: usize) -> std::result::Result<(), String> {
         let limit = SysvMsgq::max_size();
-        if size > limit {
-            return Err(format!(
-                "not supported by this backend on this machine (limit {limit})"
-            ));
-        }
-        Ok(())
+        super::within_limit(size, limit)
     }
 }
 

@@ -417,12 +417,7 @@ impl Transport for UnixSocket {
     /// A packet must fit in the send buffer: at most `2 * net.core.wmem_max - 32` bytes.
     fn supports(size: usize) -> std::result::Result<(), String> {
         let limit = (2 * wmem_max()).saturating_sub(PACKET_OVERHEAD);
-        if size > limit {
-            return Err(format!(
-                "not supported by this backend on this machine (limit {limit})"
-            ));
-        }
-        Ok(())
+        super::within_limit(size, limit)
     }
 }
 
