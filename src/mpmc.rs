@@ -452,7 +452,16 @@ impl Receiver {
         if let Some(claim) = ep.ring.try_claim_recv(ep.me.pid).map_err(corrupt)? {
             return Ok(ReadGuard::new(ep, claim));
         }
-        if ep.other_side_closed() || (ep.slow_path_due() && self.slow_path(ep).map_err(corrupt)?) {
+        let mut look_again = ep.other_side_closed();
+        if !look_again && ep.slow_path_due() {
+            // A slot a dead sender left claimed is skipped; one published just as we went
+            // to skip it is ours to hand out.
+            if let Some(claim) = ep.ring.recover_recv(ep.me.pid).map_err(corrupt)? {
+                return Ok(ReadGuard::new(ep, claim));
+            }
+            look_again = ep.other_side_gone();
+        }
+        if look_again {
             // The senders published before they left: look once more.
             return match ep.ring.try_claim_recv(ep.me.pid).map_err(corrupt)? {
                 Some(claim) => Ok(ReadGuard::new(ep, claim)),
@@ -463,16 +472,6 @@ impl Receiver {
             };
         }
         Err(TryRecvError::Empty)
-    }
-
-    /// Recovery and liveness: returns true when it is worth looking at the ring again.
-    fn slow_path(&self, ep: &Endpoint) -> Result<bool, crate::ring::spsc::Corrupt> {
-        Ok(ep
-            .ring
-            .recover_recv(ep.me.pid)?
-            .map(|c| ep.ring.release(c))
-            .is_some()
-            || ep.other_side_gone())
     }
 
     fn recv_inner(&self, deadline: Option<Instant>) -> Result<ReadGuard<'_>> {

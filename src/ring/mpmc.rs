@@ -422,9 +422,16 @@ impl MpmcRing {
                 let len = slot.len.load(Ordering::Relaxed);
                 let tag = slot.tag.load(Ordering::Relaxed);
                 let claim = RecvClaim { pos, len: 0, tag };
-                if len == CANCELLED || len as usize > self.max_message {
+                if len == CANCELLED {
                     self.release(claim);
                     return Ok(None);
+                }
+                if len as usize > self.max_message {
+                    self.release(claim);
+                    return Err(Corrupt(format!(
+                        "slot at position {pos} claims {len} bytes, max_message is {}",
+                        self.max_message
+                    )));
                 }
                 Ok(Some(RecvClaim {
                     len: len as usize,

@@ -557,7 +557,9 @@ impl Mapped {
                     ))
                     .into());
                 }
-                if max_message > capacity / 2 {
+                if max_message > capacity / 2
+                    || max_message > crate::options::MAX_MESSAGE_LIMIT as u64
+                {
                     return Err(Error::corrupt(format!(
                         "max_message {max_message} > capacity / 2"
                     ))
