@@ -4,9 +4,9 @@
 //! processes on one Linux machine, much faster than a pipe or a socket.
 //!
 //! A channel is a named shared-memory segment (POSIX `shm_open` or System V `shmget`)
-//! holding a header and a ring. Atomics guard the ring; process-shared POSIX semaphores
-//! wake a peer only when it actually sleeps, so under load no system call is made per
-//! message.
+//! holding a header and a ring. Atomics guard the ring; a process-shared semaphore in the
+//! header (a count and a futex) wakes a peer only when it actually sleeps, so under load no
+//! system call is made per message.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -41,6 +41,8 @@ pub mod backend;
 pub mod bench;
 mod channel;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod inspect;
 pub mod mpmc;
 mod options;

@@ -1,0 +1,8 @@
+//! `cargo +nightly fuzz run open_header`: see `shmlane::fuzzing::open_header`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    shmlane::fuzzing::open_header(data);
+});
