@@ -84,31 +84,36 @@ fn size_and_map(name: &str, fd: &OwnedFd, len: usize, mode: u32) -> Result<Segme
         Err(Errno::ENOSPC) | Err(Errno::EFBIG) => return Err(no_space(name, len)),
         Err(e) => return Err(map_errno(name, "fallocate", e)),
     }
-    let seg = map(name, fd, len, true)?;
+    let seg = map(name, fd, len, Access::ReadWrite { created: true })?;
     populate(seg.as_ptr(), len).map_err(|_| no_space(name, len))?;
     Ok(seg)
 }
 
-fn map(name: &str, fd: &OwnedFd, len: usize, created: bool) -> Result<Segment> {
+/// How [`map`] maps a segment.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Read and write; `created` segments are removed by name on drop.
+    ReadWrite { created: bool },
+    /// Read only, for looking at a segment without changing it.
+    ReadOnly,
+}
+
+fn map(name: &str, fd: &OwnedFd, len: usize, access: Access) -> Result<Segment> {
+    let prot = match access {
+        Access::ReadWrite { .. } => ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+        Access::ReadOnly => ProtFlags::PROT_READ,
+    };
     let ptr = match NonZeroUsize::new(len) {
         None => NonNull::dangling(),
         Some(nz) => {
             // SAFETY: a fresh shared mapping of a file we hold open; nothing else in this
-            // process refers to that address range yet.
-            let p = unsafe {
-                mman::mmap(
-                    None,
-                    nz,
-                    ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                    MapFlags::MAP_SHARED,
-                    fd,
-                    0,
-                )
-            }
-            .map_err(|e| match e {
-                Errno::ENOMEM => no_space(name, len),
-                e => map_errno(name, "mmap", e),
-            })?;
+            // process refers to that address range yet (and nothing writes a read-only one).
+            let p = unsafe { mman::mmap(None, nz, prot, MapFlags::MAP_SHARED, fd, 0) }.map_err(
+                |e| match e {
+                    Errno::ENOMEM if access != Access::ReadOnly => no_space(name, len),
+                    e => map_errno(name, "mmap", e),
+                },
+            )?;
             p.cast()
         }
     };
@@ -118,7 +123,7 @@ fn map(name: &str, fd: &OwnedFd, len: usize, created: bool) -> Result<Segment> {
         name: name.into(),
         backing: Backing::Posix,
         sysv_id: -1,
-        remove_on_drop: created,
+        remove_on_drop: access == (Access::ReadWrite { created: true }),
         #[cfg(loom)]
         heap: false,
     })
@@ -129,7 +134,7 @@ pub(super) fn open(name: &str) -> Result<Segment> {
         .map_err(|e| map_errno(name, "shm_open", e))?;
     let st = fstat(fd.as_raw_fd()).map_err(|e| map_errno(name, "fstat", e))?;
     let len = usize::try_from(st.st_size).map_err(|_| Error::corrupt("negative file size"))?;
-    map(name, &fd, len, false)
+    map(name, &fd, len, Access::ReadWrite { created: false })
 }
 
 pub(super) fn remove(name: &str) -> Result<()> {
@@ -153,25 +158,5 @@ pub(super) fn open_readonly(name: &str) -> Result<Segment> {
         return Err(Error::NotShmlane { name: name.into() });
     }
     let len = usize::try_from(st.st_size).map_err(|_| Error::corrupt("negative file size"))?;
-    let ptr = match NonZeroUsize::new(len) {
-        None => NonNull::dangling(),
-        Some(nz) => {
-            // SAFETY: a fresh read-only shared mapping of a file we hold open; nothing else
-            // in this process refers to that address range yet, and nothing writes it.
-            let p =
-                unsafe { mman::mmap(None, nz, ProtFlags::PROT_READ, MapFlags::MAP_SHARED, &fd, 0) }
-                    .map_err(|e| map_errno(name, "mmap", e))?;
-            p.cast()
-        }
-    };
-    Ok(Segment {
-        ptr,
-        len,
-        name: name.into(),
-        backing: Backing::Posix,
-        sysv_id: -1,
-        remove_on_drop: false,
-        #[cfg(loom)]
-        heap: false,
-    })
+    map(name, &fd, len, Access::ReadOnly)
 }

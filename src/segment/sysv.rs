@@ -50,12 +50,15 @@ pub(super) fn exists(name: &str) -> Result<bool> {
     }
 }
 
-fn attach(name: &str, id: i32, len: usize, created: bool) -> Result<Segment> {
+/// Attaches segment `id` (`len` bytes). `flags` is 0 or `SHM_RDONLY`; a `created`
+/// segment is removed on drop.
+fn attach(name: &str, id: i32, len: usize, flags: i32, created: bool) -> Result<Segment> {
     let ptr = if len == 0 {
         NonNull::dangling()
     } else {
-        // SAFETY: attaching a segment at an address the kernel picks.
-        let p = unsafe { libc::shmat(id, std::ptr::null(), 0) };
+        // SAFETY: attaching a segment at an address the kernel picks; nothing is written
+        // through a read-only one.
+        let p = unsafe { libc::shmat(id, std::ptr::null(), flags) };
         if p as isize == -1 {
             return Err(map_err(name, "shmat", io::Error::last_os_error()));
         }
@@ -85,7 +88,7 @@ pub(super) fn create(name: &str, len: usize, mode: u32) -> Result<Segment> {
         },
         _ => map_err(name, "shmget", e),
     })?;
-    let seg = match attach(name, id, len, true) {
+    let seg = match attach(name, id, len, 0, true) {
         Ok(seg) => seg,
         Err(e) => {
             let _ = remove_id(name, id);
@@ -103,7 +106,7 @@ pub(super) fn create(name: &str, len: usize, mode: u32) -> Result<Segment> {
 pub(super) fn open(name: &str) -> Result<Segment> {
     let id = shmget(sysv_key(name), 0, 0).map_err(|e| map_err(name, "shmget", e))?;
     let ds = stat(id).map_err(|e| map_err(name, "shmctl(IPC_STAT)", e))?;
-    attach(name, id, ds.shm_segsz, false)
+    attach(name, id, ds.shm_segsz, 0, false)
 }
 
 pub(super) fn remove(name: &str) -> Result<()> {
@@ -141,26 +144,5 @@ pub(super) fn id_of(name: &str) -> Result<i32> {
 /// what the returned [`Segment`] reports.
 pub(super) fn attach_readonly(name: &str, id: i32) -> Result<Segment> {
     let ds = stat(id).map_err(|e| map_err(name, "shmctl(IPC_STAT)", e))?;
-    let len = ds.shm_segsz;
-    let ptr = if len == 0 {
-        NonNull::dangling()
-    } else {
-        // SAFETY: attaching a segment read-only at an address the kernel picks; nothing is
-        // written through it.
-        let p = unsafe { libc::shmat(id, std::ptr::null(), libc::SHM_RDONLY) };
-        if p as isize == -1 {
-            return Err(map_err(name, "shmat", io::Error::last_os_error()));
-        }
-        NonNull::new(p.cast::<u8>()).ok_or_else(|| Error::io("shmat", io::ErrorKind::Other))?
-    };
-    Ok(Segment {
-        ptr,
-        len,
-        name: name.into(),
-        backing: Backing::SysV,
-        sysv_id: id,
-        remove_on_drop: false,
-        #[cfg(loom)]
-        heap: false,
-    })
+    attach(name, id, ds.shm_segsz, libc::SHM_RDONLY, false)
 }
