@@ -170,6 +170,10 @@ impl Peer {
             .spawn()
             .map_err(|e| Error::io("spawn benchmark peer", e))?;
         let out = BufReader::new(child.stdout.take().expect("piped stdout"));
+        if setup.pin {
+            // The peer pins itself to CPU 1 (`cpu=1` above); this process takes CPU 0.
+            pin_to(0);
+        }
         Ok(Peer { child, out })
     }
 
@@ -241,9 +245,6 @@ fn throughput_with<T: Transport>(setup: &Setup, size: usize, messages: u64) -> R
             ("messages", messages.to_string()),
         ],
     )?;
-    if setup.pin {
-        pin_to(0);
-    }
     let mut payload = Payload::new(size);
     let mut expected = 0u64;
     for seq in 0..messages {
@@ -294,9 +295,6 @@ fn latency_with<T: Transport>(setup: &Setup, size: usize, samples: u64) -> Resul
             ("messages", (samples + warmup).to_string()),
         ],
     )?;
-    if setup.pin {
-        pin_to(0);
-    }
     let mut tx = T::create_tx(&ping, &setup.config)?;
     let mut rx = T::create_rx(&pong, &setup.config)?;
     peer.expect("ready")?;
@@ -375,9 +373,6 @@ pub fn floor_bandwidth(setup: &Setup, size: usize, messages: u64) -> Result<Thro
             ("messages", messages.to_string()),
         ],
     )?;
-    if setup.pin {
-        pin_to(0);
-    }
     let mut payload = Payload::new(size);
     let src = payload.stamp(1).to_vec();
     let mut expected = 0u64;
@@ -420,9 +415,6 @@ pub fn floor_latency(setup: &Setup, samples: u64) -> Result<Latency> {
             ("messages", (samples + warmup).to_string()),
         ],
     )?;
-    if setup.pin {
-        pin_to(0);
-    }
     peer.expect("ready")?;
     let rtts = floor.ping(samples + warmup);
     peer.expect("done")?;
