@@ -14,7 +14,7 @@ fn latency(c: &mut Criterion) {
         peer_exe: env!("CARGO_BIN_EXE_shmlane").into(),
         config: Config {
             max_message: 65536,
-            capacity: 1 << 20,
+            capacity: shmlane::DEFAULT_CAPACITY,
             wait: Wait::Block,
         },
         pin: false,

@@ -44,7 +44,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             max_message: 64 << 10,
-            capacity: 1 << 20,
+            capacity: crate::options::DEFAULT_CAPACITY,
             wait: Wait::Block,
         }
     }

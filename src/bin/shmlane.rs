@@ -110,7 +110,7 @@ struct BenchArgs {
     #[arg(long)]
     json: bool,
     /// Ring capacity in bytes (also the pipe buffer size, within the kernel's limit).
-    #[arg(long, default_value_t = 1 << 20)]
+    #[arg(long, default_value_t = shmlane::DEFAULT_CAPACITY)]
     capacity: usize,
 }
 
@@ -165,7 +165,7 @@ struct CatArgs {
     /// message followed by a newline. A line longer than the max message is an error.
     #[arg(long)]
     lines: bool,
-    /// Ring capacity in bytes when --to creates it (default 1M; suffixes K, M, G are
+    /// Ring capacity in bytes when --to creates it (default 4M; suffixes K, M, G are
     /// powers of 1024; rounded up to a power of two).
     #[arg(long, value_name = "BYTES", conflicts_with = "from", value_parser = parse_size)]
     capacity: Option<usize>,
