@@ -14,7 +14,7 @@ fn latency(c: &mut Criterion) {
         peer_exe: env!("CARGO_BIN_EXE_shmlane").into(),
         config: Config {
             max_message: 65536,
-            capacity: shmlane::DEFAULT_CAPACITY,
+            capacity: bench::BENCH_CAPACITY,
             wait: Wait::Block,
         },
         pin: false,

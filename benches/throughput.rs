@@ -18,7 +18,7 @@ fn setup(wait: Wait) -> Setup {
         peer_exe: env!("CARGO_BIN_EXE_shmlane").into(),
         config: Config {
             max_message: 65536,
-            capacity: shmlane::DEFAULT_CAPACITY,
+            capacity: bench::BENCH_CAPACITY,
             wait,
         },
         pin: false,

@@ -13,8 +13,8 @@
 //! use shmlane::{Options, Backing, Wait, Error};
 //! use shmlane::spsc::{Producer, Consumer, WriteGrant, ReadGuard};
 //! # fn main() -> Result<(), Error> {
-//! let opts = Options::new()            // defaults: 4 MiB capacity, Posix, 0o600, Wait::Block
-//!     .capacity(4 << 20)               // data bytes, rounded up to a power of two
+//! let opts = Options::new()            // defaults: 1 MiB capacity, Posix, 0o600, Wait::Block
+//!     .capacity(1 << 20)               // data bytes, rounded up to a power of two
 //!     .max_message(64 << 10)           // <= capacity / 2
 //!     .backing(Backing::Posix)         // or Backing::SysV
 //!     .wait(Wait::Block);

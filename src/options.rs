@@ -4,19 +4,14 @@ use crate::error::{Error, Result};
 use crate::segment::Backing;
 use crate::wait::Wait;
 
-/// The default data capacity of a ring: 4 MiB.
-///
-/// Larger than a core's L2 cache on current x86 parts (1-2 MiB): a ring that a streaming
-/// producer keeps nearly full then passes its data through the shared L3 instead of the
-/// other core's L2, which measured 5x faster for 4 KiB messages on this project's AMD
-/// EPYC machine (46 GB/s against 8 GB/s with a 1 MiB ring; README, "Choosing a capacity").
-pub const DEFAULT_CAPACITY: usize = 4 << 20;
+/// The default data capacity of a ring: 1 MiB.
+pub const DEFAULT_CAPACITY: usize = 1 << 20;
 /// The smallest data capacity a ring can have.
 pub const MIN_CAPACITY: usize = 64;
 /// The largest data capacity a ring can have (1 TiB).
 pub const MAX_CAPACITY: usize = 1 << 40;
-/// The default slot count of an MPMC ring (4 MiB of 1 KiB slots, like [`DEFAULT_CAPACITY`]).
-pub const DEFAULT_SLOTS: usize = 4096;
+/// The default slot count of an MPMC ring.
+pub const DEFAULT_SLOTS: usize = 1024;
 /// The default slot size of an MPMC ring (header included): `max_message` defaults to this
 /// minus the 32-byte slot header.
 pub const DEFAULT_SLOT_SIZE: usize = 1024;
@@ -56,7 +51,7 @@ impl Default for Options {
 }
 
 impl Options {
-    /// Defaults: 4 MiB capacity, POSIX backing, mode 0o600, [`Wait::Block`], removed by the creator on drop.
+    /// Defaults: 1 MiB capacity, POSIX backing, mode 0o600, [`Wait::Block`], removed by the creator on drop.
     pub fn new() -> Options {
         Options {
             capacity: DEFAULT_CAPACITY,
@@ -86,7 +81,7 @@ impl Options {
     }
 
     /// The number of slots of an MPMC ring, rounded up to a power of two, at least 2
-    /// (default 4096).
+    /// (default 1024).
     /// An MPMC ring's `max_message` defaults to 992 bytes (1 KiB slots).
     pub fn slots(mut self, count: usize) -> Options {
         self.slots = Some(count);

@@ -44,7 +44,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             max_message: 64 << 10,
-            capacity: crate::options::DEFAULT_CAPACITY,
+            capacity: 1 << 20,
             wait: Wait::Block,
         }
     }

@@ -109,8 +109,10 @@ struct BenchArgs {
     /// Print JSON (an array of objects) instead of a table.
     #[arg(long)]
     json: bool,
-    /// Ring capacity in bytes (also the pipe buffer size, within the kernel's limit).
-    #[arg(long, default_value_t = shmlane::DEFAULT_CAPACITY)]
+    /// Ring capacity in bytes (also the pipe buffer size, within the kernel's limit). The
+    /// default, 4 MiB, is larger than a core's L2 cache: see "Choosing a capacity" in the
+    /// README for what that buys when streaming.
+    #[arg(long, default_value_t = shmlane::bench::BENCH_CAPACITY)]
     capacity: usize,
 }
 
@@ -165,7 +167,7 @@ struct CatArgs {
     /// message followed by a newline. A line longer than the max message is an error.
     #[arg(long)]
     lines: bool,
-    /// Ring capacity in bytes when --to creates it (default 4M; suffixes K, M, G are
+    /// Ring capacity in bytes when --to creates it (default 1M; suffixes K, M, G are
     /// powers of 1024; rounded up to a power of two).
     #[arg(long, value_name = "BYTES", conflicts_with = "from", value_parser = parse_size)]
     capacity: Option<usize>,
@@ -372,8 +374,13 @@ fn ns(v: Option<u64>) -> String {
 
 fn print_table(rows: &[Row], a: &BenchArgs) {
     println!(
-        "wait={} pin={} runs={} (best run shown); latency = one-way (round trip / 2); floor = plain copies through shared memory, and a cache line bouncing between two processes",
-        a.wait, a.pin, a.runs
+        "wait={} pin={} runs={} capacity={} (best run shown); latency = one-way (round trip / 2); floor = plain copies through shared memory, and a cache line bouncing between two processes",
+        a.wait,
+        a.pin,
+        a.runs,
+        shmlane::inspect::human_bytes(
+            a.capacity.max(a.sizes.iter().max().copied().unwrap_or(0) * 2) as u64
+        ),
     );
     println!(
         "{:<11} {:>7} {:>10} {:>11} {:>11} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9}",
@@ -430,6 +437,7 @@ fn print_json(rows: &[Row], a: &BenchArgs) {
                 "pct_of_floor": r.pct_of_floor,
                 "wait": a.wait.to_string(),
                 "pin": a.pin,
+                "capacity": a.capacity.max(r.size * 2),
                 "note": r.note,
             })
         })
