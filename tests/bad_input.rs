@@ -546,9 +546,18 @@ fn inconsistent_options_are_invalid_options() {
     // Nothing was created on the way.
     let r = Consumer::open(&name);
     assert!(matches!(r, Err(Error::NotFound { .. })), "{r:?}");
-    // The boundary itself is fine: max_message == capacity / 2.
-    let tx = Producer::create(&name, &Options::new().capacity(4096).max_message(2048));
-    assert!(tx.is_ok(), "{tx:?}");
+    // The boundary itself is fine: max_message == capacity / 2. Its record (2056 bytes)
+    // is more than half the ring, so the ring gets twice the capacity; 2040 bytes (a
+    // record of exactly half the ring) keep it.
+    let tx = Producer::create(&name, &Options::new().capacity(4096).max_message(2048))
+        .expect("max_message == capacity / 2");
+    assert_eq!((tx.capacity(), tx.max_message()), (8192, 2048));
+    let rx = Consumer::open(&name).expect("open");
+    assert_eq!((rx.capacity(), rx.max_message()), (8192, 2048));
+    drop((tx, rx));
+    let tx = Producer::create(&name, &Options::new().capacity(4096).max_message(2040))
+        .expect("max_message == capacity / 2 - 8");
+    assert_eq!((tx.capacity(), tx.max_message()), (4096, 2040));
 }
 
 #[test]

@@ -5,9 +5,11 @@
 //! and the padding records the producer writes when a record does not fit before the end
 //! of the data area. It tracks the positions exactly (record sizes and padding computed
 //! as DESIGN.md says, independently of the crate; the consumer's lazy release of space
-//! too), so it predicts exactly when `try_send` / `try_reserve` must report `Full`, and
-//! which bytes and tag every receive must return. Each case runs on both backings, on
-//! rings of 64 to 4096 bytes with `max_message` anywhere in `0..=capacity / 2`.
+//! too), so it predicts exactly when `try_send` / `try_reserve` must report `Full` (never
+//! on an empty ring), and which bytes and tag every receive must return. Each case runs on
+//! both backings, on rings of 64 to 4096 bytes with `max_message` anywhere in
+//! `0..=capacity / 2` (the capacity doubles when a max-sized record is more than half of
+//! it).
 //!
 //! `send_batch` and `recv_batch` wait when the ring is full / empty, so they are used
 //! only when the model says they need not; if the ring disagrees, a helper thread wakes
@@ -178,6 +180,11 @@ impl RingModel {
             .count()
     }
 
+    /// No message in the ring, and everything consumed handed back to the producer.
+    fn is_empty(&self) -> bool {
+        self.messages() == 0 && self.released == self.read
+    }
+
     /// The bytes the entries take equal the distance between the positions.
     fn check_invariant(&self) {
         let sum: u64 = self
@@ -266,7 +273,8 @@ fn op_strategy(max: usize) -> BoxedStrategy<Op> {
 
 #[derive(Debug, Clone)]
 struct Case {
-    /// The ring's real capacity (a power of two).
+    /// The ring's real capacity (a power of two): the requested one rounded up, doubled
+    /// when a record of `max_message` bytes is more than half of that.
     cap: usize,
     /// The capacity asked for (rounds up to `cap`).
     requested: usize,
@@ -288,6 +296,11 @@ fn case_strategy() -> impl Strategy<Value = Case> {
             (Just(cap), lowest..=cap, max)
         })
         .prop_flat_map(|(cap, requested, max_message)| {
+            let cap = if 2 * rec_size(max_message) > cap as u64 {
+                2 * cap
+            } else {
+                cap
+            };
             proptest::collection::vec(op_strategy(max_message), 0..=200).prop_map(move |ops| Case {
                 cap,
                 requested,
@@ -382,10 +395,13 @@ fn run(case: &Case, backing: Backing) -> Result<(), TestCaseError> {
                         step,
                         len
                     );
-                    // (Full may come with no message in the ring: when the padding the
-                    // record needs is more than the rest of the ring minus the record, or
-                    // when the consumer has not released what it read yet. The model
-                    // predicts both; the next TryRecv finds Empty and releases.)
+                    prop_assert!(
+                        !model.is_empty(),
+                        "step {}: the model is Full for {} bytes on an empty ring: {:?}",
+                        step,
+                        len,
+                        model
+                    );
                 }
             }
             Op::TrySendTooLarge { extra } => {
@@ -427,6 +443,12 @@ fn run(case: &Case, backing: Backing) -> Result<(), TestCaseError> {
                     Err(e) => {
                         prop_assert!(!fits, "step {}: reserve of {} failed: {:?}", step, len, e);
                         prop_assert_eq!(e, TrySendError::Full);
+                        prop_assert!(
+                            !model.is_empty(),
+                            "step {}: the model is Full for {} bytes on an empty ring",
+                            step,
+                            len
+                        );
                     }
                 }
             }
@@ -622,8 +644,10 @@ fn record_size_matches_the_crate() {
     }
 }
 
-/// The model itself, on the case DESIGN.md calls out: a max-sized record at the middle of
-/// an empty ring needs padding and only fits once the consumer has skipped it.
+/// The model itself, on the case that made the crate double the capacity for a
+/// `max_message` within 8 bytes of `capacity / 2`: a max-sized record of more than half
+/// the ring at the middle of an empty ring needs padding, and padding plus record are more
+/// than the ring, so it only fits once the consumer has skipped the padding.
 #[test]
 fn model_pads_then_needs_the_consumer() {
     let mut m = RingModel::new(256, false);
@@ -632,11 +656,33 @@ fn model_pads_then_needs_the_consumer() {
     assert!(m.pop_msg().is_some());
     assert_eq!(m.pop_msg(), None);
     assert_eq!((m.write, m.read, m.released), (128, 128, 128));
+    assert!(m.is_empty());
     assert!(!m.reserve(128), "pad of 128 + record of 136 > 256");
     assert_eq!(m.entries, VecDeque::from([Entry::Pad(128)]));
     assert_eq!(m.pop_msg(), None);
     assert!(m.reserve(128));
     m.check_invariant();
+}
+
+/// The geometries the crate makes (a max-sized record at most half the ring): at every
+/// offset of an empty ring, a record of up to half the ring fits at once.
+#[test]
+fn model_empty_ring_takes_a_max_sized_record_at_every_offset() {
+    for cap in [64usize, 128, 256, 4096] {
+        let largest = cap / 2 - 8;
+        for off in (0..cap as u64).step_by(8) {
+            for len in [0, 1, largest / 2, largest - 7, largest] {
+                let mut m = RingModel::new(cap, false);
+                m.write = off;
+                m.read = off;
+                m.released = off;
+                m.seen_write = off;
+                assert!(m.is_empty());
+                assert!(m.reserve(len), "cap {cap}, offset {off}, {len} bytes");
+                m.check_invariant();
+            }
+        }
+    }
 }
 
 /// The model's lazy release: 8-byte records are released four at a time (an eighth of
