@@ -748,15 +748,8 @@ fn check(
     }
     match kind {
         Kind::Spsc => {
-            if !capacity.is_power_of_two() || capacity < crate::options::MIN_CAPACITY as u64 {
-                return Verdict::Invalid(Error::corrupt(format!(
-                    "capacity {capacity} is not a power of two >= 64"
-                )));
-            }
-            if max_message > capacity / 2 {
-                return Verdict::Invalid(Error::corrupt(format!(
-                    "max_message {max_message} > capacity / 2"
-                )));
+            if let Err(e) = crate::segment::header::check_spsc_geometry(capacity, max_message) {
+                return Verdict::Invalid(e);
             }
         }
         Kind::Mpmc => {

@@ -382,6 +382,61 @@ fn header_fields_out_of_range_on_open() {
     }
 }
 
+/// A `max_message` whose record is more than half the ring, as builds made them before
+/// such a `max_message` doubled the capacity (they took up to `capacity / 2`). Such a ring
+/// could report `Full` while empty (padding plus a record are more than the ring), so an
+/// opener refuses it as `Corrupt`, and `inspect` says so; a record of exactly half the
+/// ring is fine.
+#[test]
+fn max_message_record_over_half_the_ring_is_refused_on_open() {
+    const HALF: u32 = CAP as u32 / 2;
+    for (max, refused) in [
+        (HALF, true),
+        (HALF - 4, true),
+        (HALF - 7, true),
+        (HALF - 8, false),
+        (MAX, false),
+    ] {
+        let mut c = Chan::new("oldgeo");
+        c.put_u32(offset_of!(Header, max_message) as u64, max);
+        let report = shmlane::inspect::inspect(&c.name).expect("inspect");
+        if refused {
+            for r in [
+                Consumer::open(&c.name).map(|_| ()),
+                Producer::open(&c.name).map(|_| ()),
+            ] {
+                match r {
+                    Err(Error::Corrupt { what }) => assert!(
+                        what.contains("more than half of capacity 4096"),
+                        "max_message {max}: {what}"
+                    ),
+                    other => panic!("max_message {max}: open: {other:?}"),
+                }
+            }
+            assert!(
+                report
+                    .validation
+                    .contains("more than half of capacity 4096"),
+                "max_message {max}: inspect: {}",
+                report.validation
+            );
+        } else {
+            assert_eq!(report.validation, "valid", "max_message {max}");
+            drop(c.rx.take());
+            let rx = Consumer::open(&c.name)
+                .unwrap_or_else(|e| panic!("max_message {max}: Consumer::open: {e}"));
+            assert_eq!(
+                (rx.capacity(), rx.max_message()),
+                (CAP as usize, max as usize)
+            );
+            c.rx = Some(rx);
+        }
+        // The endpoints attached before the scribble keep working on their validated view.
+        c.tx().send(b"x").unwrap();
+        assert_eq!(&c.rx().recv_timeout(T).unwrap()[..], b"x");
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Random corruption: never a panic, never a hang, never a slice outside the ring
 // ---------------------------------------------------------------------------------------

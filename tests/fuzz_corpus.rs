@@ -283,6 +283,7 @@ mod seeds {
                 }
             }
         };
+        // max_message 512: its record is more than half of 1024 bytes, so the ring is 2048.
         let fresh = snapshot("spsc", spsc(1024, 512, &[]));
         write(t, "spsc-fresh", &fresh);
         write(
@@ -298,7 +299,8 @@ mod seeds {
             "spsc-wrapped",
             &snapshot("spsc3", spsc(1024, 256, &wrapped)),
         );
-        write(t, "spsc-small", &snapshot("spsc4", spsc(64, 32, &[32])));
+        // The smallest ring, with the largest max_message that keeps it that small.
+        write(t, "spsc-small", &snapshot("spsc4", spsc(64, 24, &[24])));
         let mpmc = |slots: usize, max: usize, msgs: usize| {
             move |name: &str| {
                 let opts = Options::new().slots(slots).max_message(max).persist(true);

@@ -367,6 +367,35 @@ pub struct Geometry {
     pub wait: u32,
 }
 
+/// Checks the geometry stored in an SPSC segment: a power-of-two capacity of at least
+/// [`MIN_CAPACITY`](crate::MIN_CAPACITY), and a `max_message` whose record is at most
+/// half of it, as `Options` makes them. The ring relies on the latter: a record that does
+/// not fit before the end of the ring is preceded by padding shorter than itself, so with
+/// `2 * record_size(max_message) <= capacity` padding plus a record always fit in an
+/// empty ring. (Builds before that rule accepted `max_message` up to `capacity / 2`,
+/// whose record is up to 8 bytes more than half the ring; their segments are refused.)
+/// `inspect` runs the same check.
+pub(crate) fn check_spsc_geometry(capacity: u64, max_message: u64) -> Result<()> {
+    if !capacity.is_power_of_two() || capacity < crate::options::MIN_CAPACITY as u64 {
+        return Err(Error::corrupt(format!(
+            "capacity {capacity} is not a power of two >= 64"
+        )));
+    }
+    if max_message > capacity / 2 || max_message > crate::options::MAX_MESSAGE_LIMIT as u64 {
+        return Err(Error::corrupt(format!(
+            "max_message {max_message} > capacity / 2"
+        )));
+    }
+    // No overflow: max_message <= MAX_MESSAGE_LIMIT < 2^31.
+    let record = crate::ring::record_size(max_message as usize) as u64;
+    if 2 * record > capacity {
+        return Err(Error::corrupt(format!(
+            "max_message {max_message} takes a record of {record} bytes, more than half of capacity {capacity} (padding plus a record might not fit the empty ring; this build makes such a ring twice as large: recreate the segment)"
+        )));
+    }
+    Ok(())
+}
+
 /// A segment that holds a valid, initialised shmlane header.
 #[derive(Debug)]
 pub struct Mapped {
@@ -550,22 +579,7 @@ impl Mapped {
             .into());
         }
         match kind {
-            Kind::Spsc => {
-                if !capacity.is_power_of_two() || capacity < crate::options::MIN_CAPACITY as u64 {
-                    return Err(Error::corrupt(format!(
-                        "capacity {capacity} is not a power of two >= 64"
-                    ))
-                    .into());
-                }
-                if max_message > capacity / 2
-                    || max_message > crate::options::MAX_MESSAGE_LIMIT as u64
-                {
-                    return Err(Error::corrupt(format!(
-                        "max_message {max_message} > capacity / 2"
-                    ))
-                    .into());
-                }
-            }
+            Kind::Spsc => check_spsc_geometry(capacity, max_message)?,
             Kind::Mpmc => {
                 let ok = slot_count.is_power_of_two()
                     && slot_count >= 2
