@@ -15,7 +15,7 @@
 //! # fn main() -> Result<(), Error> {
 //! let opts = Options::new()            // defaults: 1 MiB capacity, Posix, 0o600, Wait::Block
 //!     .capacity(1 << 20)               // data bytes, rounded up to a power of two
-//!     .max_message(64 << 10)           // <= capacity / 2
+//!     .max_message(64 << 10)           // <= capacity / 2 (over capacity / 2 - 8 doubles it)
 //!     .backing(Backing::Posix)         // or Backing::SysV
 //!     .wait(Wait::Block);
 //! let mut tx = Producer::create("/demo", &opts)?;

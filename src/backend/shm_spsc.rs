@@ -9,9 +9,15 @@ use crate::Options;
 #[derive(Debug)]
 pub struct ShmSpsc;
 
+/// At least the configured capacity, and room for two records of `max_message` bytes:
+/// less would make `Options` double the ring anyway (padding plus a record must fit in an
+/// empty ring). With the default 4 MiB and 64 KiB messages it stays 4 MiB.
 fn options(cfg: &Config) -> Options {
     Options::new()
-        .capacity(cfg.capacity.max(cfg.max_message * 2))
+        .capacity(
+            cfg.capacity
+                .max(2 * crate::ring::record_size(cfg.max_message)),
+        )
         .max_message(cfg.max_message)
         .wait(cfg.wait)
 }
@@ -54,5 +60,31 @@ impl Transport for ShmSpsc {
         let mut c = Consumer::open(name)?;
         c.set_wait(cfg.wait);
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geometry(capacity: usize, max_message: usize) -> (usize, usize) {
+        let cfg = Config {
+            max_message,
+            capacity,
+            wait: crate::Wait::Block,
+        };
+        options(&cfg).spsc_geometry().expect("geometry")
+    }
+
+    #[test]
+    fn benchmark_rings_keep_their_capacity() {
+        let bench = crate::bench::BENCH_CAPACITY;
+        assert_eq!(geometry(bench, 64 << 10), (4 << 20, 64 << 10));
+        assert_eq!(geometry(bench, 4096), (4 << 20, 4096));
+        assert_eq!(geometry(1 << 20, 64 << 10), (1 << 20, 64 << 10));
+        // Too small for two records: room for two, as Options would make it anyway.
+        assert_eq!(geometry(64 << 10, 64 << 10), (256 << 10, 64 << 10));
+        assert_eq!(geometry(4096, 2040), (4096, 2040));
+        assert_eq!(geometry(4096, 2048), (8192, 2048));
     }
 }

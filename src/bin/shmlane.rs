@@ -171,7 +171,8 @@ struct CatArgs {
     /// powers of 1024; rounded up to a power of two).
     #[arg(long, value_name = "BYTES", conflicts_with = "from", value_parser = parse_size)]
     capacity: Option<usize>,
-    /// Largest message when --to creates the ring (default: 64K or capacity / 2): stdin
+    /// Largest message when --to creates the ring (default: 64K or capacity / 2 - 8, at
+    /// most capacity / 2; above capacity / 2 - 8 the ring gets twice the capacity): stdin
     /// goes in chunks of up to this many bytes.
     #[arg(long, value_name = "BYTES", conflicts_with = "from", value_parser = parse_size)]
     max_message: Option<usize>,
@@ -253,6 +254,13 @@ fn default_messages(size: usize) -> u64 {
     ((512u64 << 20) / size.max(1) as u64).clamp(50_000, 2_000_000)
 }
 
+/// The capacity the benchmarks ask for: `--capacity`, or room for two records of the
+/// largest message if that is more (a shm-spsc ring gets at least that much anyway, see
+/// `Options::max_message`). The default 4 MiB with 64 KiB messages stays 4 MiB.
+fn bench_capacity(capacity: usize, max_size: usize) -> usize {
+    capacity.max(2 * shmlane::ring::record_size(max_size))
+}
+
 fn run_bench(a: BenchArgs) -> Result<(), String> {
     let backends = a
         .backends
@@ -266,7 +274,7 @@ fn run_bench(a: BenchArgs) -> Result<(), String> {
         peer_exe: bench::this_exe().map_err(|e| e.to_string())?,
         config: Config {
             max_message: max_size,
-            capacity: a.capacity.max(max_size * 2),
+            capacity: bench_capacity(a.capacity, max_size),
             wait: a.wait,
         },
         pin: a.pin,
@@ -379,7 +387,7 @@ fn print_table(rows: &[Row], a: &BenchArgs) {
         a.pin,
         a.runs,
         shmlane::inspect::human_bytes(
-            a.capacity.max(a.sizes.iter().max().copied().unwrap_or(0) * 2) as u64
+            bench_capacity(a.capacity, a.sizes.iter().max().copied().unwrap_or(0)) as u64
         ),
     );
     println!(
@@ -437,7 +445,7 @@ fn print_json(rows: &[Row], a: &BenchArgs) {
                 "pct_of_floor": r.pct_of_floor,
                 "wait": a.wait.to_string(),
                 "pin": a.pin,
-                "capacity": a.capacity.max(r.size * 2),
+                "capacity": bench_capacity(a.capacity, r.size),
                 "note": r.note,
             })
         })
@@ -1160,5 +1168,19 @@ mod ops {
             }
         }
         out.flush().map_err(stdout_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bench_capacity;
+
+    #[test]
+    fn bench_capacity_is_the_asked_one_unless_two_records_need_more() {
+        let bench = shmlane::bench::BENCH_CAPACITY;
+        assert_eq!(bench_capacity(bench, 64 << 10), 4 << 20);
+        assert_eq!(bench_capacity(bench, 4096), 4 << 20);
+        assert_eq!(bench_capacity(bench, 2 << 20), (4 << 20) + 16);
+        assert_eq!(bench_capacity(4096, 2040), 4096);
     }
 }
