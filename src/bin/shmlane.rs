@@ -445,7 +445,7 @@ fn print_json(rows: &[Row], a: &BenchArgs) {
                 "pct_of_floor": r.pct_of_floor,
                 "wait": a.wait.to_string(),
                 "pin": a.pin,
-                "capacity": bench_capacity(a.capacity, r.size),
+                "capacity": bench_capacity(a.capacity, a.sizes.iter().max().copied().unwrap_or(0)),
                 "note": r.note,
             })
         })
