@@ -47,7 +47,10 @@ pub(crate) fn open(name: &str, kind: Kind) -> Result<Mapped> {
     loop {
         let seg = Segment::open(name)?;
         match Mapped::validate(seg, Some(kind)) {
-            Ok(m) => return Ok(m),
+            Ok(m) => {
+                m.segment().prefault();
+                return Ok(m);
+            }
             Err(Invalid::Err(e)) => return Err(e),
             Err(Invalid::NotYet) => {
                 if start.elapsed() >= READY_TIMEOUT {

@@ -9,7 +9,7 @@ use nix::fcntl::{FallocateFlags, OFlag};
 use nix::sys::mman::{self, MapFlags, ProtFlags};
 use nix::sys::stat::{fchmod, fstat, Mode};
 
-use super::{populate, prefault, Backing, Segment};
+use super::{populate, Backing, Segment};
 use crate::error::{Error, Result};
 
 fn map_errno(name: &str, op: &'static str, e: Errno) -> Error {
@@ -134,9 +134,7 @@ pub(super) fn open(name: &str) -> Result<Segment> {
         .map_err(|e| map_errno(name, "shm_open", e))?;
     let st = fstat(fd.as_raw_fd()).map_err(|e| map_errno(name, "fstat", e))?;
     let len = usize::try_from(st.st_size).map_err(|_| Error::corrupt("negative file size"))?;
-    let seg = map(name, &fd, len, Access::ReadWrite { created: false })?;
-    prefault(&seg);
-    Ok(seg)
+    map(name, &fd, len, Access::ReadWrite { created: false })
 }
 
 pub(super) fn remove(name: &str) -> Result<()> {

@@ -3,7 +3,7 @@
 use std::io;
 use std::ptr::NonNull;
 
-use super::{populate, prefault, sysv_key, Backing, Segment};
+use super::{populate, sysv_key, Backing, Segment};
 use crate::error::{Error, Result};
 
 fn map_err(name: &str, op: &'static str, err: io::Error) -> Error {
@@ -106,9 +106,7 @@ pub(super) fn create(name: &str, len: usize, mode: u32) -> Result<Segment> {
 pub(super) fn open(name: &str) -> Result<Segment> {
     let id = shmget(sysv_key(name), 0, 0).map_err(|e| map_err(name, "shmget", e))?;
     let ds = stat(id).map_err(|e| map_err(name, "shmctl(IPC_STAT)", e))?;
-    let seg = attach(name, id, ds.shm_segsz, 0, false)?;
-    prefault(&seg);
-    Ok(seg)
+    attach(name, id, ds.shm_segsz, 0, false)
 }
 
 pub(super) fn remove(name: &str) -> Result<()> {
