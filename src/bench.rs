@@ -440,7 +440,7 @@ pub fn floor_latency(setup: &Setup, samples: u64) -> Result<Latency> {
 fn peer_floor(setup_cap: usize, name: &str, size: usize, messages: u64, pong: bool) -> Result<()> {
     use crate::ring::floor::Floor;
     let seg = open_retry(|| crate::segment::Segment::open(name))?;
-    seg.prefault();
+    seg.prefault(seg.len()); // our own segment, populated by its creator
     let chunks = if pong {
         1
     } else {

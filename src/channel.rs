@@ -48,7 +48,8 @@ pub(crate) fn open(name: &str, kind: Kind) -> Result<Mapped> {
         let seg = Segment::open(name)?;
         match Mapped::validate(seg, Some(kind)) {
             Ok(m) => {
-                m.segment().prefault();
+                // Only the part the validated header describes: the file may be longer.
+                m.segment().prefault(m.geometry().segment_len);
                 return Ok(m);
             }
             Err(Invalid::Err(e)) => return Err(e),

@@ -437,6 +437,27 @@ fn max_message_record_over_half_the_ring_is_refused_on_open() {
     }
 }
 
+/// A segment file grown (sparse) past the length its header gives: opening it still works,
+/// and the opener's prefault touches only the part the header describes, so the holes
+/// stay holes instead of filling `/dev/shm` with 64 MiB of zero pages.
+#[test]
+fn opening_a_grown_sparse_file_does_not_allocate_its_holes() {
+    use std::os::unix::fs::MetadataExt;
+    let mut c = Chan::new("sparse");
+    let before = c.file.metadata().unwrap().blocks() * 512;
+    c.file.set_len(64 << 20).unwrap();
+    drop(c.rx.take());
+    let rx = Consumer::open(&c.name).expect("Consumer::open of a grown file");
+    c.rx = Some(rx);
+    let after = c.file.metadata().unwrap().blocks() * 512;
+    assert!(
+        after <= before + (64 << 10),
+        "opening allocated {after} bytes of the file (it had {before})"
+    );
+    c.tx().send(b"x").unwrap();
+    assert_eq!(&c.rx().recv_timeout(T).unwrap()[..], b"x");
+}
+
 // ---------------------------------------------------------------------------------------
 // Random corruption: never a panic, never a hang, never a slice outside the ring
 // ---------------------------------------------------------------------------------------

@@ -165,16 +165,20 @@ impl Segment {
         }
     }
 
-    /// Fills in this process's page tables for an opened segment, so that the first
+    /// Fills in this process's page tables for the first `len` bytes of an opened segment
+    /// (all of it if it is shorter), so that the first
     /// message through each page does not take a page fault: the opener of a 4 MiB ring
     /// would otherwise fault once every 4 KiB, which showed as a ~1 µs one-way latency on
     /// one message in 57 (64-byte messages). Call it only once the segment is known to be
-    /// ours (validated): on a sparse file it would allocate the holes. Best effort: a
+    /// ours (validated), and with the length its header says it has: on a sparse file
+    /// (or the sparse tail of a file grown after creation) it would allocate the holes,
+    /// filling `/dev/shm` and charging the pages to this process. Best effort: a
     /// kernel without `MADV_POPULATE_WRITE`, or a failure, leaves the faults to happen on
     /// first use (and so does a read-only mapping). Creating a segment populates it already.
-    pub fn prefault(&self) {
-        if !self.is_empty() {
-            let _ = populate(self.as_ptr(), self.len());
+    pub fn prefault(&self, len: usize) {
+        let len = len.min(self.len());
+        if len > 0 {
+            let _ = populate(self.as_ptr(), len);
         }
     }
 
