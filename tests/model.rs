@@ -645,7 +645,7 @@ fn record_size_matches_the_crate() {
 }
 
 /// The model itself, on the case that made the crate double the capacity for a
-/// `max_message` within 8 bytes of `capacity / 2`: a max-sized record of more than half
+/// `max_message` of `capacity / 2 - 7 ..= capacity / 2`: a max-sized record of more than half
 /// the ring at the middle of an empty ring needs padding, and padding plus record are more
 /// than the ring, so it only fits once the consumer has skipped the padding.
 #[test]

@@ -254,11 +254,14 @@ fn default_messages(size: usize) -> u64 {
     ((512u64 << 20) / size.max(1) as u64).clamp(50_000, 2_000_000)
 }
 
-/// The capacity the benchmarks ask for: `--capacity`, or room for two records of the
-/// largest message if that is more (a shm-spsc ring gets at least that much anyway, see
-/// `Options::max_message`). The default 4 MiB with 64 KiB messages stays 4 MiB.
+/// The capacity the benchmarks use: `--capacity`, or room for two records of the largest
+/// message if that is more, rounded up to a power of two, so it is the shm-spsc ring's
+/// real size (see `Options::max_message`) and what the table and JSON report. The default
+/// 4 MiB with 64 KiB messages stays 4 MiB.
 fn bench_capacity(capacity: usize, max_size: usize) -> usize {
-    capacity.max(2 * shmlane::ring::record_size(max_size))
+    capacity
+        .max(2 * shmlane::ring::record_size(max_size))
+        .next_power_of_two()
 }
 
 fn run_bench(a: BenchArgs) -> Result<(), String> {
@@ -1180,7 +1183,8 @@ mod tests {
         let bench = shmlane::bench::BENCH_CAPACITY;
         assert_eq!(bench_capacity(bench, 64 << 10), 4 << 20);
         assert_eq!(bench_capacity(bench, 4096), 4 << 20);
-        assert_eq!(bench_capacity(bench, 2 << 20), (4 << 20) + 16);
+        assert_eq!(bench_capacity(bench, 2 << 20), 8 << 20);
         assert_eq!(bench_capacity(4096, 2040), 4096);
+        assert_eq!(bench_capacity(3 << 20, 64), 4 << 20);
     }
 }

@@ -381,9 +381,15 @@ pub(crate) fn check_spsc_geometry(capacity: u64, max_message: u64) -> Result<()>
             "capacity {capacity} is not a power of two >= 64"
         )));
     }
-    if max_message > capacity / 2 || max_message > crate::options::MAX_MESSAGE_LIMIT as u64 {
+    if max_message > capacity / 2 {
         return Err(Error::corrupt(format!(
             "max_message {max_message} > capacity / 2"
+        )));
+    }
+    if max_message > crate::options::MAX_MESSAGE_LIMIT as u64 {
+        return Err(Error::corrupt(format!(
+            "max_message {max_message} is over the limit {}",
+            crate::options::MAX_MESSAGE_LIMIT
         )));
     }
     // No overflow: max_message <= MAX_MESSAGE_LIMIT < 2^31.
