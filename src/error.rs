@@ -28,7 +28,7 @@ impl fmt::Display for Role {
 #[non_exhaustive]
 pub enum Error {
     /// `create` was asked for a name that already exists.
-    #[error("shared-memory segment {name} already exists; open it with `open`, use `create_or_open`, or remove it (`shmlane rm {name}`)")]
+    #[error("shared-memory segment {name} already exists; open it with `open`, use `create_or_open` (SPSC), or remove it (`shmlane rm {name}`)")]
     AlreadyExists {
         /// The segment name.
         name: String,

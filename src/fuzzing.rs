@@ -163,8 +163,8 @@ fn payload(seq: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// The bytes an SPSC record of `len` payload bytes takes (DESIGN.md: an 8-byte header,
-/// the payload padded to 8).
+/// The bytes an SPSC record of `len` payload bytes takes (docs/ARCHITECTURE.md: an 8-byte
+/// header, the payload padded to 8).
 fn record_bytes(len: usize) -> u64 {
     8 + (len as u64).div_ceil(8) * 8
 }
@@ -406,8 +406,8 @@ enum SpscRec {
     Msg { len: usize, tag: u32, seq: u64 },
 }
 
-/// The SPSC ring as DESIGN.md describes it, byte for byte: free-running positions,
-/// records never wrapping (padding instead). The consumer may hand space back to the
+/// The SPSC ring as docs/ARCHITECTURE.md describes it, byte for byte: free-running
+/// positions, records never wrapping (padding instead). The consumer may hand space back to the
 /// producer lazily: the model reads the released position from shared memory and checks
 /// it against what must have been handed back (everything, once the consumer found the
 /// ring empty, finished a batch or left) and what was consumed.
@@ -847,8 +847,8 @@ enum SlotState {
     Held,
 }
 
-/// Vyukov's bounded queue as DESIGN.md describes it: position `p` can be claimed once
-/// position `p - slots` is released; a receiver at position `p` waits while `p` is
+/// Vyukov's bounded queue as docs/ARCHITECTURE.md describes it: position `p` can be
+/// claimed once position `p - slots` is released; a receiver at position `p` waits while `p` is
 /// claimed and not published. Positions not in `states` are released.
 #[derive(Debug)]
 struct MpmcModel {

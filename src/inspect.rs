@@ -753,14 +753,13 @@ fn check(
             }
         }
         Kind::Mpmc => {
-            let ok = slot_count.is_power_of_two()
-                && slot_size % crate::ring::RECORD_ALIGN as u64 == 0
-                && slot_size >= crate::ring::SLOT_HEADER as u64 + max_message
-                && slot_count.checked_mul(slot_size) == Some(capacity);
-            if !ok {
-                return Verdict::Invalid(Error::corrupt(format!(
-                    "slot geometry {slot_count} x {slot_size} (max_message {max_message}, capacity {capacity}) is inconsistent"
-                )));
+            if let Err(e) = crate::segment::header::check_mpmc_geometry(
+                slot_count,
+                slot_size,
+                max_message,
+                capacity,
+            ) {
+                return Verdict::Invalid(e);
             }
         }
     }
@@ -1299,5 +1298,36 @@ mod tests {
         assert_eq!(r.endpoints[0].role, "sender");
         assert_eq!(r.endpoints[0].liveness, Liveness::Alive);
         assert_eq!(r.fields.mpmc_live, [Some(1), Some(0)]);
+    }
+
+    /// An MPMC segment with one slot (or a slot too small, or sizes that do not multiply
+    /// out) is refused by the opener, and `inspect` says the same.
+    #[test]
+    fn mpmc_geometry_checks_agree_with_validate() {
+        type Damage = fn(&Header);
+        let damages: [(&str, Damage); 4] = [
+            ("none", |_| {}),
+            ("one-slot", |h| {
+                h.slot_count.store(1, Ordering::Relaxed);
+                h.capacity.store(192, Ordering::Relaxed);
+            }),
+            ("slot-small", |h| h.slot_size.store(64, Ordering::Relaxed)),
+            ("product", |h| h.capacity.store(192 * 8, Ordering::Relaxed)),
+        ];
+        for (what, damage) in damages {
+            let name = unique(what);
+            let _c = Cleanup(name.clone());
+            let opts = Options::new().slots(16).max_message(100).persist(true);
+            let tx = crate::mpmc::Sender::create(&name, &opts).unwrap();
+            drop(tx);
+            let m = Mapped::validate(Segment::open(&name).unwrap(), None)
+                .ok()
+                .expect("a fresh MPMC segment validates");
+            damage(m.header());
+            drop(m);
+            let r = inspect(&name).unwrap();
+            assert_eq!(r.validation, opener_says(&name), "{what}");
+            assert_eq!(r.valid(), what == "none", "{what}: {}", r.validation);
+        }
     }
 }

@@ -29,7 +29,7 @@
 //! sender has gone (dropped, or its process died), receivers drain what was published and
 //! then get [`Error::Disconnected`]; the same the other way round. A sender that dies after
 //! claiming a slot and before publishing it loses that one message: a receiver waiting
-//! behind it notices (within one 50 ms wait slice) that the claimer is dead, skips the
+//! behind it notices (within one or two 50 ms wait slices) that the claimer is dead, skips the
 //! slot and counts it in the segment's `lost` counter ([`Receiver::lost`]). A receiver
 //! that dies while holding a message (a [`ReadGuard`]) loses that message the same way,
 //! and senders reclaim its slot when the ring is full. Nobody else stalls.

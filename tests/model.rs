@@ -4,8 +4,8 @@
 //! The model is a `VecDeque` of what is in the ring, in order: messages `(tag, payload)`
 //! and the padding records the producer writes when a record does not fit before the end
 //! of the data area. It tracks the positions exactly (record sizes and padding computed
-//! as DESIGN.md says, independently of the crate; the consumer's lazy release of space
-//! too), so it predicts exactly when `try_send` / `try_reserve` must report `Full` (never
+//! as docs/ARCHITECTURE.md says, independently of the crate; the consumer's lazy release
+//! of space too), so it predicts exactly when `try_send` / `try_reserve` must report `Full` (never
 //! on an empty ring), and which bytes and tag every receive must return. Each case runs on
 //! both backings, on rings of 64 to 4096 bytes with `max_message` anywhere in
 //! `0..=capacity / 2` (the capacity doubles when a max-sized record is more than half of

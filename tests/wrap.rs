@@ -1056,8 +1056,8 @@ fn long_deterministic_run() {
 }
 
 /// A dropped `ReadGuard` gives its space back to the producer: the guard's docs say "the
-/// space is released to the producer when the guard drops", DESIGN.md "releases it on
-/// drop", README.md and lib.rs "released on drop".
+/// space is released to the producer when the guard drops", docs/ARCHITECTURE.md says its
+/// drop calls `release_now`, README.md and lib.rs "released on drop".
 #[test]
 fn dropped_read_guard_returns_its_space() {
     for backing in BACKINGS {

@@ -11,7 +11,8 @@ pub struct ShmSpsc;
 
 /// At least the configured capacity, and room for two records of `max_message` bytes:
 /// less would make `Options` double the ring anyway (padding plus a record must fit in an
-/// empty ring). With the default 4 MiB and 64 KiB messages it stays 4 MiB.
+/// empty ring). With the benchmarks' 4 MiB (`bench::BENCH_CAPACITY`) and 64 KiB messages
+/// it stays 4 MiB.
 fn options(cfg: &Config) -> Options {
     Options::new()
         .capacity(

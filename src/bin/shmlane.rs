@@ -97,7 +97,7 @@ struct BenchArgs {
     latency_samples: u64,
     /// How the shared-memory endpoints wait: spin, yield or block. The sys/msg column
     /// counts the semaphore waits and posts (and so membarrier calls) of the shm-spsc
-    /// ring per message, both processes together.
+    /// and shm-mpmc rings per message, both processes together.
     #[arg(long, default_value_t = Wait::Block)]
     wait: Wait,
     /// Throughput runs per cell; the best is reported.

@@ -163,8 +163,9 @@ impl MpmcRing {
     fn slot(&self, pos: u64) -> &SlotHeader {
         let i = (pos & self.mask) as usize;
         // SAFETY: i < count and count * slot_size == capacity (validated), so the slot
-        // lies inside the data area; slots are 64-byte aligned and SlotHeader is all
-        // atomics, valid for any bytes.
+        // lies inside the data area; slot_size is a multiple of 8 (validated), so the
+        // header is 8-byte aligned as its atomics need, and SlotHeader is all atomics,
+        // valid for any bytes.
         unsafe { &*(self.slots.add(i * self.slot_size) as *const SlotHeader) }
     }
 

@@ -208,9 +208,11 @@ pub struct Header {
     pub reserved1: AtomicU32,
     /// Who holds which role.
     pub endpoints: [Endpoint; MAX_ENDPOINTS],
-    /// Producer position: bytes (SPSC) or slots (MPMC) ever published.
+    /// Producer position. SPSC: bytes ever published. MPMC: the enqueue index, positions
+    /// ever claimed by producers (a claimed slot is published later, by its stamp).
     pub write_pos: CachePadded<AtomicU64>,
-    /// Consumer position: bytes (SPSC) or slots (MPMC) ever released.
+    /// Consumer position. SPSC: bytes ever released. MPMC: the dequeue index, positions
+    /// ever claimed by consumers (a claimed slot is released later, by its stamp).
     pub read_pos: CachePadded<AtomicU64>,
     /// Consumers asleep waiting for data.
     pub data_waiters: CachePadded<AtomicU32>,
@@ -402,6 +404,29 @@ pub(crate) fn check_spsc_geometry(capacity: u64, max_message: u64) -> Result<()>
     Ok(())
 }
 
+/// Checks the geometry stored in an MPMC segment: a power-of-two slot count of at least 2
+/// (with one slot, "published for position p" and "free for position p + 1" would be the
+/// same stamp), slots a multiple of 8 bytes that hold the header plus `max_message`, and
+/// `slot_count * slot_size == capacity`. `inspect` runs the same check.
+pub(crate) fn check_mpmc_geometry(
+    slot_count: u64,
+    slot_size: u64,
+    max_message: u64,
+    capacity: u64,
+) -> Result<()> {
+    let ok = slot_count.is_power_of_two()
+        && slot_count >= 2
+        && slot_size % crate::ring::RECORD_ALIGN as u64 == 0
+        && slot_size >= crate::ring::SLOT_HEADER as u64 + max_message
+        && slot_count.checked_mul(slot_size) == Some(capacity);
+    if !ok {
+        return Err(Error::corrupt(format!(
+            "slot geometry {slot_count} x {slot_size} (max_message {max_message}, capacity {capacity}) is inconsistent"
+        )));
+    }
+    Ok(())
+}
+
 /// A segment that holds a valid, initialised shmlane header.
 #[derive(Debug)]
 pub struct Mapped {
@@ -463,7 +488,8 @@ impl Mapped {
         Ok(mapped)
     }
 
-    /// Validates an opened segment: magic, readiness, version, layout, kind, sizes, name.
+    /// Validates an opened segment: magic, readiness, version, layout, kind, name, sizes
+    /// and geometry.
     pub(crate) fn validate(
         seg: Segment,
         want: Option<Kind>,
@@ -586,19 +612,7 @@ impl Mapped {
         }
         match kind {
             Kind::Spsc => check_spsc_geometry(capacity, max_message)?,
-            Kind::Mpmc => {
-                let ok = slot_count.is_power_of_two()
-                    && slot_count >= 2
-                    && slot_size % crate::ring::RECORD_ALIGN as u64 == 0
-                    && slot_size >= crate::ring::SLOT_HEADER as u64 + max_message
-                    && slot_count.checked_mul(slot_size) == Some(capacity);
-                if !ok {
-                    return Err(Error::corrupt(format!(
-                        "slot geometry {slot_count} x {slot_size} (max_message {max_message}, capacity {capacity}) is inconsistent"
-                    ))
-                    .into());
-                }
-            }
+            Kind::Mpmc => check_mpmc_geometry(slot_count, slot_size, max_message, capacity)?,
         }
         let geometry = Geometry {
             kind,
