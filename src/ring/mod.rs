@@ -9,6 +9,23 @@ pub mod floor;
 pub(crate) mod mpmc;
 pub(crate) mod spsc;
 
+/// Starts loading the cache line at `p` (a hint: no fault, no effect on memory). The
+/// consumers call it for the second line of a message they are about to read: a line the
+/// other core has just written takes a full cross-core transfer, and asking for it while
+/// the first line is still on its way overlaps the two. On this project's AMD EPYC that
+/// took the one-way latency of 64-byte messages from 140 to 110-115 ns.
+#[inline(always)]
+pub(crate) fn prefetch_line(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 (SSE, part of the x86_64 baseline) is a hint: it never faults,
+    // whatever the address, and changes no memory.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Bytes of a record header `{ len: u32, tag: u32 }`.
 pub const RECORD_HEADER: usize = 8;
 /// Records start on multiples of this.

@@ -271,6 +271,13 @@ impl MpmcRing {
             let stamp = slot.stamp.load(Ordering::Acquire);
             let diff = stamp.wrapping_sub(pos.wrapping_add(1)) as i64;
             if diff == 0 {
+                if self.slot_size > 64 {
+                    // The message goes on into the slot's second cache line: start loading
+                    // it while we claim the slot.
+                    let base = (slot as *const SlotHeader).cast::<u8>();
+                    // SAFETY: 64 < slot_size, so the address is inside this slot.
+                    super::prefetch_line(unsafe { base.add(64) });
+                }
                 match h.read_pos.compare_exchange_weak(
                     pos,
                     pos.wrapping_add(1),

@@ -275,6 +275,12 @@ impl ConsumerRing {
             }
             let avail = self.cached_write.wrapping_sub(self.read);
             let off = self.read & self.mask;
+            if avail > 64 - (off & 63) {
+                // Published bytes go on into the next cache line: start loading it now.
+                let next = ((off | 63) + 1) & self.mask;
+                // SAFETY: next < cap, so the address is inside the data area.
+                super::prefetch_line(unsafe { self.data.add(next as usize) });
+            }
             // SAFETY: off < cap and 8-aligned (read is 8-aligned, checked at attach and
             // only advanced by multiples of 8), and cap - off >= 8.
             let (len, tag) = unsafe { read_record_header(self.data, off as usize) };
