@@ -356,9 +356,9 @@ fn run_bench(a: BenchArgs) -> Result<(), String> {
         }
     }
     if a.json {
-        print_json(&rows, &a);
+        print_json(&rows, &a, setup.config.capacity);
     } else {
-        print_table(&rows, &a);
+        print_table(&rows, &a, setup.config.capacity);
     }
     Ok(())
 }
@@ -383,15 +383,13 @@ fn ns(v: Option<u64>) -> String {
     }
 }
 
-fn print_table(rows: &[Row], a: &BenchArgs) {
+fn print_table(rows: &[Row], a: &BenchArgs, capacity: usize) {
     println!(
         "wait={} pin={} runs={} capacity={} (best run shown); latency = one-way (round trip / 2); floor = plain copies through shared memory, and a cache line bouncing between two processes",
         a.wait,
         a.pin,
         a.runs,
-        shmlane::inspect::human_bytes(
-            bench_capacity(a.capacity, a.sizes.iter().max().copied().unwrap_or(0)) as u64
-        ),
+        shmlane::inspect::human_bytes(capacity as u64),
     );
     println!(
         "{:<11} {:>7} {:>10} {:>11} {:>11} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9}",
@@ -430,7 +428,7 @@ fn print_table(rows: &[Row], a: &BenchArgs) {
     }
 }
 
-fn print_json(rows: &[Row], a: &BenchArgs) {
+fn print_json(rows: &[Row], a: &BenchArgs, capacity: usize) {
     let arr: Vec<serde_json::Value> = rows
         .iter()
         .map(|r| {
@@ -448,7 +446,7 @@ fn print_json(rows: &[Row], a: &BenchArgs) {
                 "pct_of_floor": r.pct_of_floor,
                 "wait": a.wait.to_string(),
                 "pin": a.pin,
-                "capacity": bench_capacity(a.capacity, a.sizes.iter().max().copied().unwrap_or(0)),
+                "capacity": capacity,
                 "note": r.note,
             })
         })
