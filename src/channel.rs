@@ -4,9 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::segment::header::{
-    self, Endpoint, Geometry, Invalid, Kind, Mapped, PeerState, HEADER_SIZE,
-};
+use crate::segment::header::{self, Geometry, Invalid, Kind, Mapped, PeerState, HEADER_SIZE};
 use crate::segment::Segment;
 use crate::Options;
 
@@ -85,47 +83,65 @@ impl Me {
 /// Whether registry entry `index` says its holder closed cleanly (one load).
 #[inline]
 pub(crate) fn peer_closed(m: &Mapped, index: usize) -> bool {
-    m.endpoint(index).recorded().1 == header::EP_CLOSED
+    header::split_word(m.entry_word(index)).1 == header::EP_CLOSED
+}
+
+/// How often an endpoint asks the kernel whether its peer lives while it waits or polls
+/// (one system call each time). The state is the endpoint's, not one call's: a caller that
+/// waits in slices of any length (`recv_timeout(10 ms)` in a loop, `try_recv`) asks as
+/// often as one long `recv` would, so a dead peer is noticed within about this interval
+/// plus one wait slice.
+pub(crate) const LIVENESS_INTERVAL: Duration = Duration::from_millis(20);
+
+/// A rate limit for liveness checks, kept by an endpoint across calls.
+#[derive(Debug, Default)]
+pub(crate) struct RateLimit {
+    last: Option<Instant>,
+}
+
+impl RateLimit {
+    /// Whether a check is due now; if so, the next one is due an interval from now.
+    pub(crate) fn due(&mut self) -> bool {
+        let now = Instant::now();
+        match self.last {
+            Some(t) if now.saturating_duration_since(t) < LIVENESS_INTERVAL => false,
+            _ => {
+                self.last = Some(now);
+                true
+            }
+        }
+    }
 }
 
 /// Watches the peer's registry entry: the closed flag on every call (one load), and
-/// whether its process lives at most once per wait slice (that reads `/proc`).
+/// whether its process lives (one system call) at most once per [`LIVENESS_INTERVAL`].
 pub(crate) struct PeerWatch {
     index: usize,
-    last_check: Option<Instant>,
+    limit: RateLimit,
 }
 
 impl PeerWatch {
     pub(crate) fn new(index: usize) -> PeerWatch {
         PeerWatch {
             index,
-            last_check: None,
+            limit: RateLimit::default(),
         }
     }
 
-    fn entry<'m>(&self, m: &'m Mapped) -> &'m Endpoint {
-        m.endpoint(self.index)
-    }
-
-    /// Whether the peer is gone, closed or dead (reads `/proc`).
+    /// Whether the peer is gone, closed or dead (asks the kernel now).
     pub(crate) fn gone(&mut self, m: &Mapped) -> bool {
-        self.last_check = Some(Instant::now());
         matches!(
-            self.entry(m).peer_state(),
+            m.entry_state(self.index),
             PeerState::Closed | PeerState::Dead(_)
         )
     }
 
-    /// Like [`gone`](Self::gone), but reads `/proc` at most once per wait slice; between
-    /// those it only looks at the closed flag.
+    /// Like [`gone`](Self::gone), but asks the kernel at most once per
+    /// [`LIVENESS_INTERVAL`]; between those it only looks at the closed flag.
     pub(crate) fn gone_rate_limited(&mut self, m: &Mapped) -> bool {
         if peer_closed(m, self.index) {
             return true;
         }
-        let now = Instant::now();
-        match self.last_check {
-            Some(t) if now.duration_since(t) < crate::wait::SLICE => false,
-            _ => self.gone(m),
-        }
+        self.limit.due() && self.gone(m)
     }
 }

@@ -27,11 +27,11 @@ use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
 use crate::segment::header::{
-    self, layout_hash, word_role, Endpoint, Header, Kind, EP_ATTACHED, EP_ATTACHING, EP_CLOSED,
-    EP_FREE, HEADER_SIZE, MAGIC, MAX_ENDPOINTS, NAME_CAP, ROLE_RECEIVER, ROLE_SENDER,
-    SPSC_CONSUMER, SPSC_PRODUCER, STATE_READY, VERSION,
+    self, layout_hash, word_role, Endpoint, Header, Kind, EP_ATTACHED, EP_CLOSED, EP_FREE,
+    HEADER_SIZE, MAGIC, MAX_ENDPOINTS, NAME_CAP, ROLE_RECEIVER, ROLE_SENDER, SPSC_CONSUMER,
+    SPSC_PRODUCER, STATE_READY, VERSION,
 };
-use crate::segment::{sysv_key, validate_name, Backing, Segment};
+use crate::segment::{sysv_key, validate_name, Backing, Held, Segment};
 use crate::Wait;
 
 /// Where POSIX segments live.
@@ -125,24 +125,29 @@ impl Check {
     }
 }
 
-/// Whether the process behind a registry entry is there.
+/// Whether the process behind a registry entry is there, as the kernel says (the entry's
+/// lock or semaphore is held: see the crate docs, not the pid).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Liveness {
-    /// The process runs (and, for an attached entry, started when the entry says).
+    /// A live process holds the entry.
     Alive,
-    /// The process is gone (or its pid now belongs to another process) without closing.
+    /// Its process is gone without closing.
     Dead,
     /// The endpoint was closed cleanly.
     Closed,
+    /// The kernel could not be asked (a System V segment whose liveness semaphores this
+    /// user may not read, say). `clean` treats it as alive.
+    Unknown,
 }
 
 impl Liveness {
-    /// `alive`, `dead` or `closed`.
+    /// `alive`, `dead`, `closed` or `unknown`.
     pub fn as_str(self) -> &'static str {
         match self {
             Liveness::Alive => "alive",
             Liveness::Dead => "dead",
             Liveness::Closed => "closed",
+            Liveness::Unknown => "unknown",
         }
     }
 }
@@ -155,14 +160,13 @@ pub struct EndpointInfo {
     /// `producer` / `consumer` (SPSC), `sender` / `receiver` (MPMC), or `slot N` /
     /// `role N` when the entry makes no sense for the ring kind.
     pub role: String,
-    /// The pid recorded.
+    /// The pid recorded (in the holder's own PID namespace: for people, not decisions).
     pub pid: i32,
-    /// The recorded state: `attaching`, `attached`, `closed`, or `unknown(N)`.
+    /// The recorded state: `attached`, `closed`, or `unknown(N)`.
     pub state: String,
-    /// The recorded start time of the process (clock ticks since boot).
+    /// The recorded start time of the process (clock ticks since boot, for display).
     pub start_time: u64,
-    /// Whether that process is still there ([`Liveness::Dead`] for an unknown state).
-    /// An `attaching` entry is alive while its pid exists.
+    /// Whether a live process holds the entry, as the kernel says.
     pub liveness: Liveness,
 }
 
@@ -211,7 +215,9 @@ pub struct Fields {
     pub space_waiters: Option<u32>,
     /// `light_wakers`: non-zero once an endpoint wakes with light barriers.
     pub light_wakers: Option<u32>,
-    /// MPMC `[senders, receivers]` attached and not cleanly closed.
+    /// MPMC `[senders, receivers]` registered and not cleanly closed: a counter that a
+    /// process killed without closing never decrements. Who is alive is in
+    /// [`Report::endpoints`] ([`Report::alive`]).
     pub mpmc_live: [Option<u32>; 2],
     /// `mpmc_ever`: MPMC, bit 0 once a sender attached, bit 1 once a receiver did.
     pub mpmc_ever: Option<u32>,
@@ -297,6 +303,15 @@ enum Verdict {
 }
 
 impl Report {
+    /// How many registry entries of `role` (`producer`, `consumer`, `sender`,
+    /// `receiver`) a live process holds, as the kernel says.
+    pub fn alive(&self, role: &str) -> usize {
+        self.endpoints
+            .iter()
+            .filter(|e| e.role == role && e.liveness == Liveness::Alive)
+            .count()
+    }
+
     /// Reads a report from an opened (usually read-only) segment. `expected` is the name
     /// it was looked up by (`None` for a System V segment found by id).
     fn from_segment(seg: &Segment, expected: Option<&str>, key_check: Option<i32>) -> Report {
@@ -521,8 +536,10 @@ impl Report {
         put("data_waiters", json!(f.data_waiters));
         put("space_waiters", json!(f.space_waiters));
         put("light_wakers", json!(f.light_wakers));
-        put("mpmc_live_senders", json!(f.mpmc_live[0]));
-        put("mpmc_live_receivers", json!(f.mpmc_live[1]));
+        put("mpmc_live_senders", json!(self.alive("sender")));
+        put("mpmc_live_receivers", json!(self.alive("receiver")));
+        put("mpmc_open_senders", json!(f.mpmc_live[0]));
+        put("mpmc_open_receivers", json!(f.mpmc_live[1]));
         put("mpmc_ever", json!(f.mpmc_ever));
         put("lost", json!(f.lost));
         put("endpoints", json!(endpoints));
@@ -597,17 +614,28 @@ fn read_endpoints(seg: &Segment, kind: Option<Kind>) -> Vec<EndpointInfo> {
             (Some(Kind::Mpmc), r) => format!("role {r}"),
             _ => format!("slot {i}"),
         };
-        let (state_name, liveness) = match state {
-            EP_ATTACHING => (
-                "attaching".to_string(),
-                alive_or_dead(header::process_alive(pid, 0)),
-            ),
-            EP_ATTACHED => (
-                "attached".to_string(),
-                alive_or_dead(header::process_alive(pid, start_time)),
-            ),
-            EP_CLOSED => ("closed".to_string(), Liveness::Closed),
-            other => (format!("unknown({other})"), Liveness::Dead),
+        let state_name = match state {
+            EP_ATTACHED => "attached".to_string(),
+            EP_CLOSED => "closed".to_string(),
+            other => format!("unknown({other})"),
+        };
+        // The same test the library makes (`Mapped::entry_state`): the kernel's word.
+        let liveness = if state == EP_CLOSED {
+            Liveness::Closed
+        } else {
+            match seg.held(i) {
+                Held::Yes => Liveness::Alive,
+                Held::Unknown => Liveness::Unknown,
+                Held::No => {
+                    // Closed between the two looks (a close writes the word first).
+                    let again = seg.load_u64(off::endpoint_word(i)).unwrap_or(word);
+                    if header::split_word(again).1 == EP_CLOSED {
+                        Liveness::Closed
+                    } else {
+                        Liveness::Dead
+                    }
+                }
+            }
         };
         out.push(EndpointInfo {
             index: i,
@@ -619,14 +647,6 @@ fn read_endpoints(seg: &Segment, kind: Option<Kind>) -> Vec<EndpointInfo> {
         });
     }
     out
-}
-
-fn alive_or_dead(alive: bool) -> Liveness {
-    if alive {
-        Liveness::Alive
-    } else {
-        Liveness::Dead
-    }
 }
 
 /// The checks `Mapped::validate` makes, in the same order and with the same errors, on
@@ -813,7 +833,15 @@ fn sysv_row(id: i32) -> Option<SysvRow> {
 /// Looks at System V segment `id`: by name (`expected`, the name it was looked up by) or
 /// found by id (its name then comes from its header). `row` is its line in `/proc`.
 fn report_sysv(id: i32, expected: Option<&str>, row: Option<SysvRow>) -> Result<Report> {
-    let seg = Segment::open_sysv_id_readonly(id)?;
+    let mut seg = Segment::open_sysv_id_readonly(id)?;
+    // Liveness of its endpoints: the semaphore set its header names, if it is one.
+    if seg.load_u64(0) == Some(u64::from_ne_bytes(MAGIC)) {
+        if let Some(raw) = seg.load_u32(offset_of!(Header, sem_id)) {
+            if let Some(sem) = raw.checked_sub(1) {
+                let _ = seg.adopt_sem(sem as i32);
+            }
+        }
+    }
     let removed = row.is_some_and(|r| r.mode & SHM_DEST != 0 || r.key == libc::IPC_PRIVATE);
     let key = match expected {
         Some(name) => Some(sysv_key(name)),
@@ -1024,7 +1052,10 @@ pub fn stale_reason(r: &Report, now: SystemTime) -> Option<String> {
     if r.fields.state != Some(STATE_READY) {
         return None;
     }
-    if r.endpoints.iter().any(|e| e.liveness == Liveness::Alive) {
+    if r.endpoints
+        .iter()
+        .any(|e| matches!(e.liveness, Liveness::Alive | Liveness::Unknown))
+    {
         return None;
     }
     if r.endpoints.is_empty() {

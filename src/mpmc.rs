@@ -42,7 +42,8 @@ use std::time::{Duration, Instant};
 
 use crate::channel::{self, Me};
 use crate::error::{Error, Result, TryRecvError, TrySendError};
-use crate::ring::mpmc::{MpmcRing, RecvClaim, SendClaim, CANCELLED};
+use crate::ring::mpmc::{claim_id, MpmcRing, RecvClaim, SendClaim, CANCELLED};
+use crate::segment::header::{split_word, EP_CLOSED, EP_FREE};
 use crate::segment::header::{Geometry, Kind, Mapped, MAX_ENDPOINTS, ROLE_RECEIVER, ROLE_SENDER};
 use crate::sync::Arc;
 use crate::wait::{self, Wait, Waiting};
@@ -66,7 +67,9 @@ struct Endpoint {
     ring: MpmcRing,
     shared: StdArc<Mapped>,
     wait: AtomicU32,
-    me: Me,
+    /// What this registration writes into the slots it claims: its registry entry and
+    /// that entry's generation (see `ring::mpmc::claim_id`).
+    claim: u64,
     index: usize,
     /// 0 for senders, 1 for receivers (index into `mpmc_live`).
     side: usize,
@@ -78,13 +81,19 @@ struct Endpoint {
 impl Endpoint {
     fn attach(mapped: StdArc<Mapped>, role: u32) -> Result<Arc<Endpoint>> {
         let me = Me::get();
-        let index = (0..MAX_ENDPOINTS)
-            .find(|&i| {
-                mapped
-                    .endpoint(i)
-                    .try_attach_role(role, me.pid, me.start_time)
-            })
-            .ok_or(Error::TooManyEndpoints { max: MAX_ENDPOINTS })?;
+        // Entries never used or closed cleanly first: a dead holder's entry keeps telling
+        // receivers that a sender died (see `MpmcRing::recover_recv`) until it is reused.
+        let free_first = (0..MAX_ENDPOINTS)
+            .filter(|&i| matches!(split_word(mapped.entry_word(i)).1, EP_FREE | EP_CLOSED))
+            .chain(0..MAX_ENDPOINTS);
+        let mut taken = None;
+        for i in free_first {
+            if let Some(generation) = mapped.take_entry(i, role, me.pid, me.start_time)? {
+                taken = Some((i, generation));
+                break;
+            }
+        }
+        let (index, generation) = taken.ok_or(Error::TooManyEndpoints { max: MAX_ENDPOINTS })?;
         let side = if role == ROLE_SENDER { 0 } else { 1 };
         let h = mapped.header();
         h.mpmc_live[side].fetch_add(1, Ordering::SeqCst);
@@ -96,7 +105,7 @@ impl Endpoint {
             ring: MpmcRing::new(shared.clone()),
             shared,
             wait,
-            me,
+            claim: claim_id(index, generation),
             index,
             side,
             last_slow: AtomicU64::new(0),
@@ -117,52 +126,53 @@ impl Endpoint {
             && h.mpmc_live[other].load(Ordering::Acquire) == 0
     }
 
-    /// Live endpoints of the other side (reads `/proc`).
-    fn other_side_live(&self) -> usize {
-        let role = if self.side == 0 {
+    fn other_role(&self) -> u32 {
+        if self.side == 0 {
             ROLE_RECEIVER
         } else {
             ROLE_SENDER
-        };
-        self.shared
-            .header()
-            .endpoints
-            .iter()
-            .filter(|e| e.live_with_role(role))
+        }
+    }
+
+    /// Live endpoints of the other side (asks the kernel once per registered entry).
+    fn other_side_live(&self) -> usize {
+        let role = self.other_role();
+        (0..MAX_ENDPOINTS)
+            .filter(|&i| self.shared.entry_live_with_role(i, role))
             .count()
     }
 
-    /// Reads `/proc`: no endpoint of the other side is alive (one had attached).
+    /// No endpoint of the other side is alive (one had attached). Asks the kernel.
     fn other_side_gone(&self) -> bool {
         let h = self.shared.header();
         let other = 1 - self.side;
         if h.mpmc_ever.load(Ordering::Acquire) & (1 << other) == 0 {
             return false;
         }
-        let role = if other == 0 {
-            ROLE_SENDER
-        } else {
-            ROLE_RECEIVER
-        };
-        !h.endpoints.iter().any(|e| e.live_with_role(role))
+        let role = self.other_role();
+        !(0..MAX_ENDPOINTS).any(|i| self.shared.entry_live_with_role(i, role))
     }
 
-    /// Whether the rate-limited slow path (liveness, recovery) is due for a `try_*` call.
+    /// Whether the rate-limited slow path (liveness, recovery) is due: at most once per
+    /// `channel::LIVENESS_INTERVAL` for this registration, whichever clone, thread or call
+    /// asks (so callers that wait in short slices are covered like long ones).
     fn slow_path_due(&self) -> bool {
         let now = self.epoch.elapsed().as_millis() as u64 + 1;
         let last = self.last_slow.load(Ordering::Relaxed);
-        if last != 0 && now - last < wait::SLICE.as_millis() as u64 {
+        // Another thread may have stored a later `now` than ours: saturate, never panic.
+        if last != 0 && now.saturating_sub(last) < channel::LIVENESS_INTERVAL.as_millis() as u64 {
             return false;
         }
-        self.last_slow.store(now, Ordering::Relaxed);
-        true
+        self.last_slow
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
     }
 }
 
 impl Drop for Endpoint {
     fn drop(&mut self) {
         let h = self.shared.header();
-        self.shared.endpoint(self.index).close(self.me.pid);
+        self.shared.close_entry(self.index);
         h.mpmc_live[self.side].fetch_sub(1, Ordering::SeqCst);
         // Wake every sleeper of the other side, so they see the disconnect now.
         let (waiters, sem) = if self.side == 0 {
@@ -346,7 +356,7 @@ impl Sender {
         if ep.other_side_closed() {
             return Err(TrySendError::Disconnected);
         }
-        match ep.ring.try_claim_send(ep.me.pid) {
+        match ep.ring.try_claim_send(ep.claim) {
             Ok(Some(claim)) => Ok(WriteGrant::new(ep, claim, len)),
             Ok(None) => {
                 if ep.slow_path_due() {
@@ -354,7 +364,7 @@ impl Sender {
                         return Err(TrySendError::Disconnected);
                     }
                     if ep.ring.recover_send() {
-                        if let Ok(Some(claim)) = ep.ring.try_claim_send(ep.me.pid) {
+                        if let Ok(Some(claim)) = ep.ring.try_claim_send(ep.claim) {
                             return Ok(WriteGrant::new(ep, claim, len));
                         }
                     }
@@ -374,7 +384,7 @@ impl Sender {
         if ep.other_side_closed() {
             return Err(Error::Disconnected);
         }
-        let claim = match ep.ring.try_claim_send(ep.me.pid)? {
+        let claim = match ep.ring.try_claim_send(ep.claim)? {
             Some(c) => c,
             None => {
                 let h = ep.shared.header();
@@ -392,24 +402,24 @@ impl Sender {
                             return Some(Err(Error::Disconnected));
                         }
                         ep.ring
-                            .try_claim_send(ep.me.pid)
+                            .try_claim_send(ep.claim)
                             .map_err(Error::from)
                             .transpose()
                     },
-                    || !ep.ring.recover_send() && ep.other_side_gone(),
+                    || ep.slow_path_due() && !ep.ring.recover_send() && ep.other_side_gone(),
                 )?
             }
         };
         Ok(WriteGrant::new(ep, claim, len))
     }
 
-    /// Whether every receiver has gone (closed, or died). Reads `/proc`.
+    /// Whether every receiver has gone (closed, or died). Asks the kernel.
     pub fn is_disconnected(&self) -> bool {
         self.ep.other_side_gone()
     }
 
     /// How many receivers (registrations, each shared by its clones) are attached and
-    /// alive. Reads `/proc`.
+    /// alive. Asks the kernel.
     pub fn receivers(&self) -> usize {
         self.ep.other_side_live()
     }
@@ -449,21 +459,21 @@ impl Receiver {
     pub fn try_recv(&self) -> Result<ReadGuard<'_>, TryRecvError> {
         let ep = &*self.ep;
         let corrupt = |c: crate::ring::spsc::Corrupt| TryRecvError::Corrupt { what: c.0 };
-        if let Some(claim) = ep.ring.try_claim_recv(ep.me.pid).map_err(corrupt)? {
+        if let Some(claim) = ep.ring.try_claim_recv(ep.claim).map_err(corrupt)? {
             return Ok(ReadGuard::new(ep, claim));
         }
         let mut look_again = ep.other_side_closed();
         if !look_again && ep.slow_path_due() {
             // A slot a dead sender left claimed is skipped; one published just as we went
             // to skip it is ours to hand out.
-            if let Some(claim) = ep.ring.recover_recv(ep.me.pid).map_err(corrupt)? {
+            if let Some(claim) = ep.ring.recover_recv(ep.claim).map_err(corrupt)? {
                 return Ok(ReadGuard::new(ep, claim));
             }
             look_again = ep.other_side_gone();
         }
         if look_again {
             // The senders published before they left: look once more.
-            return match ep.ring.try_claim_recv(ep.me.pid).map_err(corrupt)? {
+            return match ep.ring.try_claim_recv(ep.claim).map_err(corrupt)? {
                 Some(claim) => Ok(ReadGuard::new(ep, claim)),
                 None if ep.other_side_closed() || ep.other_side_gone() => {
                     Err(TryRecvError::Disconnected)
@@ -476,7 +486,7 @@ impl Receiver {
 
     fn recv_inner(&self, deadline: Option<Instant>) -> Result<ReadGuard<'_>> {
         let ep = &*self.ep;
-        if let Some(claim) = ep.ring.try_claim_recv(ep.me.pid)? {
+        if let Some(claim) = ep.ring.try_claim_recv(ep.claim)? {
             return Ok(ReadGuard::new(ep, claim));
         }
         let h = ep.shared.header();
@@ -495,10 +505,10 @@ impl Receiver {
                 if let Some(r) = found.borrow_mut().take() {
                     return Some(r);
                 }
-                match ep.ring.try_claim_recv(ep.me.pid) {
+                match ep.ring.try_claim_recv(ep.claim) {
                     Ok(Some(c)) => Some(Ok(c)),
                     Ok(None) if ep.other_side_closed() => {
-                        Some(match ep.ring.try_claim_recv(ep.me.pid) {
+                        Some(match ep.ring.try_claim_recv(ep.claim) {
                             Ok(Some(c)) => Ok(c),
                             Ok(None) => Err(Error::Disconnected),
                             Err(c) => Err(c.into()),
@@ -508,28 +518,33 @@ impl Receiver {
                     Err(c) => Some(Err(c.into())),
                 }
             },
-            || match ep.ring.recover_recv(ep.me.pid) {
-                Ok(Some(c)) => {
-                    *found.borrow_mut() = Some(Ok(c));
-                    false
+            || {
+                if !ep.slow_path_due() {
+                    return false;
                 }
-                Ok(None) => ep.other_side_gone(),
-                Err(c) => {
-                    *found.borrow_mut() = Some(Err(c.into()));
-                    false
+                match ep.ring.recover_recv(ep.claim) {
+                    Ok(Some(c)) => {
+                        *found.borrow_mut() = Some(Ok(c));
+                        false
+                    }
+                    Ok(None) => ep.other_side_gone(),
+                    Err(c) => {
+                        *found.borrow_mut() = Some(Err(c.into()));
+                        false
+                    }
                 }
             },
         )?;
         Ok(ReadGuard::new(ep, claim))
     }
 
-    /// Whether every sender has gone (closed, or died). Reads `/proc`.
+    /// Whether every sender has gone (closed, or died). Asks the kernel.
     pub fn is_disconnected(&self) -> bool {
         self.ep.other_side_gone()
     }
 
     /// How many senders (registrations, each shared by its clones) are attached and
-    /// alive. Reads `/proc`.
+    /// alive. Asks the kernel.
     pub fn senders(&self) -> usize {
         self.ep.other_side_live()
     }

@@ -43,20 +43,26 @@ fn spsc_geometry(opts: &Options) -> Result<Geometry> {
 
 /// Registers this process in endpoint slot `index` of a freshly opened or created segment
 /// and builds that side's ring, giving the slot back if the ring's positions are corrupt.
-/// Returns the ring, the segment, the segment's default wait strategy and who we are.
+/// Returns the ring, the segment and the segment's default wait strategy.
 fn attach_side<R>(
     mapped: Arc<Mapped>,
     index: usize,
     make_ring: impl FnOnce(Arc<Mapped>) -> std::result::Result<R, Corrupt>,
-) -> Result<(R, Arc<Mapped>, Wait, Me)> {
+) -> Result<(R, Arc<Mapped>, Wait)> {
     let wait = Wait::from_raw(mapped.geometry().wait);
     let me = Me::get();
-    mapped.endpoint(index).attach(me.pid, me.start_time)?;
+    if mapped
+        .take_entry(index, 0, me.pid, me.start_time)?
+        .is_none()
+    {
+        let (pid, _) = crate::segment::header::split_word(mapped.entry_word(index));
+        return Err(Error::RoleTaken { pid });
+    }
     wait::announce_light_waker(&mapped.header().light_wakers);
     match make_ring(mapped.clone()) {
-        Ok(ring) => Ok((ring, mapped, wait, me)),
+        Ok(ring) => Ok((ring, mapped, wait)),
         Err(c) => {
-            mapped.endpoint(index).close(me.pid);
+            mapped.close_entry(index);
             Err(c.into())
         }
     }
@@ -82,7 +88,6 @@ pub struct Producer {
     ring: ProducerRing,
     shared: Arc<Mapped>,
     wait: Wait,
-    me: Me,
     peer: PeerWatch,
 }
 
@@ -126,12 +131,11 @@ impl Producer {
     }
 
     fn attach(mapped: Arc<Mapped>) -> Result<Producer> {
-        let (ring, shared, wait, me) = attach_side(mapped, SPSC_PRODUCER, ProducerRing::new)?;
+        let (ring, shared, wait) = attach_side(mapped, SPSC_PRODUCER, ProducerRing::new)?;
         Ok(Producer {
             ring,
             shared,
             wait,
-            me,
             peer: PeerWatch::new(SPSC_CONSUMER),
         })
     }
@@ -252,7 +256,7 @@ impl Producer {
                         }
                         ring.try_reserve(len).map_err(Error::from).transpose()
                     },
-                    || peer.gone(shared),
+                    || peer.gone_rate_limited(shared),
                 )?
             }
         };
@@ -317,22 +321,22 @@ impl Producer {
         self.ring.max_message()
     }
 
-    /// Whether the consumer has gone (closed, or its process died). Reads `/proc`.
+    /// Whether the consumer has gone (closed, or its process died). Asks the kernel.
     pub fn is_disconnected(&mut self) -> bool {
         self.peer.gone(&self.shared)
     }
 
     /// What the segment says of the consumer: never attached, alive (with its pid),
-    /// closed, or dead. Reads `/proc`.
+    /// closed, or dead. Asks the kernel (one system call).
     pub fn peer(&self) -> PeerState {
-        self.shared.endpoint(SPSC_CONSUMER).peer_state()
+        self.shared.entry_state(SPSC_CONSUMER)
     }
 }
 
 impl Drop for Producer {
     fn drop(&mut self) {
         self.ring.publish();
-        self.shared.endpoint(SPSC_PRODUCER).close(self.me.pid);
+        self.shared.close_entry(SPSC_PRODUCER);
         let h = self.shared.header();
         wait::wake(&h.data_waiters, &h.data_sem);
     }
@@ -418,7 +422,6 @@ pub struct Consumer {
     ring: ConsumerRing,
     shared: Arc<Mapped>,
     wait: Wait,
-    me: Me,
     peer: PeerWatch,
 }
 
@@ -455,12 +458,11 @@ impl Consumer {
     }
 
     fn attach(mapped: Arc<Mapped>) -> Result<Consumer> {
-        let (ring, shared, wait, me) = attach_side(mapped, SPSC_CONSUMER, ConsumerRing::new)?;
+        let (ring, shared, wait) = attach_side(mapped, SPSC_CONSUMER, ConsumerRing::new)?;
         Ok(Consumer {
             ring,
             shared,
             wait,
-            me,
             peer: PeerWatch::new(SPSC_PRODUCER),
         })
     }
@@ -532,7 +534,7 @@ impl Consumer {
                 Ok(None) => None,
                 Err(c) => Some(Err(c.into())),
             },
-            || peer.gone(shared),
+            || peer.gone_rate_limited(shared),
         )
     }
 
@@ -607,22 +609,22 @@ impl Consumer {
         self.ring.pending_bytes()
     }
 
-    /// Whether the producer has gone (closed, or its process died). Reads `/proc`.
+    /// Whether the producer has gone (closed, or its process died). Asks the kernel.
     pub fn is_disconnected(&mut self) -> bool {
         self.peer.gone(&self.shared)
     }
 
     /// What the segment says of the producer: never attached, alive (with its pid),
-    /// closed, or dead. Reads `/proc`.
+    /// closed, or dead. Asks the kernel (one system call).
     pub fn peer(&self) -> PeerState {
-        self.shared.endpoint(SPSC_PRODUCER).peer_state()
+        self.shared.entry_state(SPSC_PRODUCER)
     }
 }
 
 impl Drop for Consumer {
     fn drop(&mut self) {
         self.ring.release_now();
-        self.shared.endpoint(SPSC_CONSUMER).close(self.me.pid);
+        self.shared.close_entry(SPSC_CONSUMER);
         let h = self.shared.header();
         wait::wake(&h.space_waiters, &h.space_sem);
     }

@@ -190,17 +190,26 @@ pub(crate) struct Waiting<'a> {
 }
 
 /// Polls `check` until it returns `Some`, waiting per the strategy. `peer_gone` is asked
-/// at most once per [`SLICE`] (it may read `/proc`); when it says the peer is gone,
-/// `check` gets one last try and then the result is [`Error::Disconnected`].
+/// after every sleep slice (Block), every 1024 polls (Spin) or 16 yields (Yield), and once
+/// more when the deadline has passed; it keeps its own rate limit across calls (the
+/// endpoint's, see `channel::LIVENESS_INTERVAL`), so a caller waiting in short slices is
+/// told of a dead peer as soon as one waiting in long ones. When it says the peer is
+/// gone, `check` gets one last try and then the result is [`Error::Disconnected`].
 pub(crate) fn wait_until<T>(
     w: Waiting<'_>,
     mut check: impl FnMut() -> Option<Result<T>>,
     mut peer_gone: impl FnMut() -> bool,
 ) -> Result<T> {
     let backoff = Backoff::new();
-    let mut last_liveness: Option<Instant> = None;
     let mut polls: u32 = 0;
     let mut spin_start: Option<Instant> = None;
+    let gone = |drain: bool, check: &mut dyn FnMut() -> Option<Result<T>>| -> Result<T> {
+        if drain {
+            check().unwrap_or(Err(Error::Disconnected))
+        } else {
+            Err(Error::Disconnected)
+        }
+    };
     loop {
         if let Some(r) = check() {
             return r;
@@ -240,7 +249,13 @@ pub(crate) fn wait_until<T>(
                 let mut slice = SLICE;
                 if let Some(d) = w.deadline {
                     if now >= d {
-                        return check().unwrap_or(Err(Error::Timeout));
+                        if let Some(r) = check() {
+                            return r;
+                        }
+                        if peer_gone() {
+                            return gone(w.drain_when_gone, &mut check);
+                        }
+                        return Err(Error::Timeout);
                     }
                     slice = slice.min(d - now);
                 }
@@ -261,28 +276,19 @@ pub(crate) fn wait_until<T>(
                 }
             }
         }
-        let now = Instant::now();
         if let Some(d) = w.deadline {
-            if now >= d {
+            if Instant::now() >= d {
                 if let Some(r) = check() {
                     return r;
+                }
+                if peer_gone() {
+                    return gone(w.drain_when_gone, &mut check);
                 }
                 return Err(Error::Timeout);
             }
         }
-        match last_liveness {
-            // The first slice starts now: a peer that is merely slow costs no /proc read.
-            None => last_liveness = Some(now),
-            Some(t) if now.duration_since(t) < SLICE => {}
-            Some(_) => {
-                last_liveness = Some(now);
-                if peer_gone() {
-                    if w.drain_when_gone {
-                        return check().unwrap_or(Err(Error::Disconnected));
-                    }
-                    return Err(Error::Disconnected);
-                }
-            }
+        if peer_gone() {
+            return gone(w.drain_when_gone, &mut check);
         }
     }
 }

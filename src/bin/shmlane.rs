@@ -781,7 +781,9 @@ mod ops {
             line(
                 "mpmc live",
                 format!(
-                    "senders {}, receivers {} (ever attached: senders {}, receivers {})",
+                    "senders {}, receivers {} (registered and not closed: {}, {}; ever attached: senders {}, receivers {})",
+                    r.alive("sender"),
+                    r.alive("receiver"),
                     or_dash(f.mpmc_live[0]),
                     or_dash(f.mpmc_live[1]),
                     if ever & 1 != 0 { "yes" } else { "no" },

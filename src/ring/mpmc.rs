@@ -6,8 +6,8 @@
 //! free again (for `pos + count`) once that consumer stores `pos + count`. Producers claim
 //! a position with a CAS on the enqueue index, consumers with a CAS on the dequeue index.
 //!
-//! Each claimer writes `(pid, pos)` into the slot, so a slot left claimed by a process
-//! that died is recognised and skipped (counted in the header's `lost`) instead of
+//! Each claimer writes its claim word (its registry entry, that entry's generation and the
+//! position) into the slot, so a slot left claimed by a process that died is recognised and skipped (counted in the header's `lost`) instead of
 //! stalling everybody behind it. Publish and release are CASes on the stamp, so a slow
 //! claimer whose slot was reclaimed finds out instead of corrupting the next lap.
 
@@ -16,7 +16,8 @@ use std::sync::Arc;
 
 use super::spsc::Corrupt;
 use super::SLOT_HEADER;
-use crate::segment::header::{self, Mapped, ROLE_SENDER};
+use crate::segment::header::{self, Mapped, PeerState, MAX_ENDPOINTS, ROLE_SENDER};
+use crate::segment::Held;
 
 /// `len` of a slot whose producer dropped its grant without committing: skipped silently.
 pub(crate) const CANCELLED: u32 = u32::MAX;
@@ -36,15 +37,24 @@ const _: () = assert!(std::mem::size_of::<SlotHeader>() == SLOT_HEADER);
 #[cfg(loom)]
 const _: () = assert!(std::mem::size_of::<SlotHeader>() <= SLOT_HEADER);
 
-fn claim_word(pid: i32, pos: u64) -> u64 {
-    (u64::from(pid as u32) << 32) | (pos & 0xffff_ffff)
+/// The high half of the claim words a registration writes: `(index + 1) << 48 |
+/// generation << 32` (never zero). Pids are not used: they mean nothing across PID
+/// namespaces and are reused; an entry's generation changes whenever it is taken again.
+pub(crate) fn claim_id(index: usize, generation: u16) -> u64 {
+    ((index as u64 + 1) << 48) | (u64::from(generation) << 32)
 }
 
-/// Returns the claimer's pid if `word` was written for `pos`. A zero word (a slot never
-/// claimed, or whose claimer has not written its pid yet on the first lap) names nobody.
-fn claimer(word: u64, pos: u64) -> Option<i32> {
-    let pid = (word >> 32) as u32 as i32;
-    (pid > 0 && word & 0xffff_ffff == pos & 0xffff_ffff).then_some(pid)
+fn claim_word(id: u64, pos: u64) -> u64 {
+    id | (pos & 0xffff_ffff)
+}
+
+/// Returns the claimer's `(registry index, generation)` if `word` was written for `pos`. A
+/// zero word (a slot never claimed, or whose claimer has not written its word yet on the
+/// first lap), or one naming no registry entry, names nobody.
+fn claimer(word: u64, pos: u64) -> Option<(usize, u16)> {
+    let index = (word >> 48) as usize;
+    (index != 0 && index <= MAX_ENDPOINTS && word & 0xffff_ffff == pos & 0xffff_ffff)
+        .then(|| (index - 1, (word >> 32) as u16))
 }
 
 /// Writes the initial stamps (slot `i` free for position `i`) of a freshly created ring,
@@ -178,7 +188,7 @@ impl MpmcRing {
 
     /// Claims the next position for a producer, or `None` if the ring is full.
     #[inline]
-    pub(crate) fn try_claim_send(&self, pid: i32) -> Result<Option<SendClaim>, Corrupt> {
+    pub(crate) fn try_claim_send(&self, id: u64) -> Result<Option<SendClaim>, Corrupt> {
         let h = self.mapped.header();
         let mut pos = h.write_pos.load(Ordering::Relaxed);
         loop {
@@ -194,7 +204,7 @@ impl MpmcRing {
                 ) {
                     Ok(_) => {
                         slot.producer_claim
-                            .store(claim_word(pid, pos), Ordering::Relaxed);
+                            .store(claim_word(id, pos), Ordering::Relaxed);
                         return Ok(Some(SendClaim { pos }));
                     }
                     Err(cur) => pos = cur,
@@ -263,7 +273,7 @@ impl MpmcRing {
     /// Claims the next published message for a consumer, or `None` if there is none.
     /// Cancelled slots are released and skipped.
     #[inline]
-    pub(crate) fn try_claim_recv(&self, pid: i32) -> Result<Option<RecvClaim>, Corrupt> {
+    pub(crate) fn try_claim_recv(&self, id: u64) -> Result<Option<RecvClaim>, Corrupt> {
         let h = self.mapped.header();
         let mut pos = h.read_pos.load(Ordering::Relaxed);
         loop {
@@ -286,7 +296,7 @@ impl MpmcRing {
                 ) {
                     Ok(_) => {
                         slot.consumer_claim
-                            .store(claim_word(pid, pos), Ordering::Relaxed);
+                            .store(claim_word(id, pos), Ordering::Relaxed);
                         let len = slot.len.load(Ordering::Relaxed);
                         let tag = slot.tag.load(Ordering::Relaxed);
                         let claim = RecvClaim { pos, len: 0, tag };
@@ -357,29 +367,33 @@ impl MpmcRing {
 
     /// Whether a sender registered in the segment has died without closing.
     fn a_sender_died(&self) -> bool {
-        self.mapped.header().endpoints.iter().any(|e| {
-            let word = e.word.load(Ordering::Acquire);
-            header::word_role(word) == ROLE_SENDER
-                && matches!(e.peer_state(), header::PeerState::Dead(_))
+        (0..MAX_ENDPOINTS).any(|i| {
+            header::word_role(self.mapped.entry_word(i)) == ROLE_SENDER
+                && matches!(self.mapped.entry_state(i), PeerState::Dead(_))
         })
     }
 
-    fn pid_alive(&self, pid: i32) -> bool {
-        let start = self
-            .mapped
-            .header()
-            .endpoints
-            .iter()
-            .find(|e| header::split_word(e.word.load(Ordering::Acquire)).0 == pid)
-            .map_or(0, |e| e.start_time.load(Ordering::Acquire));
-        header::process_alive(pid, start)
+    /// Whether the registration that wrote a claim naming `(index, generation)` is gone
+    /// without having finished it: its entry was taken again since (a new generation), or
+    /// it closed (a clean close with a claim still out: a guard that was leaked), or the
+    /// kernel says nobody holds it. A live claimer is never taken for dead: when the
+    /// kernel cannot be asked, the answer is "alive".
+    fn claimer_gone(&self, index: usize, generation: u16) -> bool {
+        let word = self.mapped.entry_word(index);
+        if header::word_generation(word) != generation {
+            return true;
+        }
+        if header::split_word(word).1 == header::EP_CLOSED {
+            return true;
+        }
+        self.mapped.segment().held(index) == Held::No
     }
 
     /// Slow path for a consumer that found the ring empty although producers have claimed
     /// positions ahead: if the slot at the dequeue position was claimed by a process that
     /// has died, take it and skip it (counting it in `lost`). Returns a message if the
     /// slot turned out to be published after all.
-    pub(crate) fn recover_recv(&self, pid: i32) -> Result<Option<RecvClaim>, Corrupt> {
+    pub(crate) fn recover_recv(&self, id: u64) -> Result<Option<RecvClaim>, Corrupt> {
         let h = self.mapped.header();
         let pos = h.read_pos.load(Ordering::Acquire);
         if h.write_pos.load(Ordering::Acquire) == pos {
@@ -390,7 +404,7 @@ impl MpmcRing {
             return Ok(None); // Not a claimed-but-unpublished slot.
         }
         let dead = match claimer(slot.producer_claim.load(Ordering::Acquire), pos) {
-            Some(claimer_pid) => !self.pid_alive(claimer_pid),
+            Some((index, generation)) => self.claimer_gone(index, generation),
             // The claimer died before it could even write its pid, or is just slow: skip
             // only if it was already stuck here at the last look and a sender has died.
             None => {
@@ -415,7 +429,7 @@ impl MpmcRing {
             return Ok(None); // Another consumer moved on; try again normally.
         }
         slot.consumer_claim
-            .store(claim_word(pid, pos), Ordering::Relaxed);
+            .store(claim_word(id, pos), Ordering::Relaxed);
         let next = pos.wrapping_add(self.count);
         match slot
             .stamp
@@ -466,10 +480,11 @@ impl MpmcRing {
         if slot.stamp.load(Ordering::Acquire) != prev.wrapping_add(1) {
             return false;
         }
-        let Some(holder) = claimer(slot.consumer_claim.load(Ordering::Acquire), prev) else {
+        let Some((index, generation)) = claimer(slot.consumer_claim.load(Ordering::Acquire), prev)
+        else {
             return false;
         };
-        if self.pid_alive(holder) {
+        if !self.claimer_gone(index, generation) {
             return false;
         }
         if slot

@@ -1,4 +1,4 @@
-//! The segment header (format version 1): its `#[repr(C)]` layout, the layout hash, the
+//! The segment header (format version 2): its `#[repr(C)]` layout, the layout hash, the
 //! endpoint registry, and the validation an opener runs before trusting anything.
 //!
 //! Every field is an atomic (or a semaphore made of one): the header is shared with other
@@ -10,13 +10,16 @@ use std::mem::{align_of, size_of};
 use crossbeam_utils::CachePadded;
 use memoffset::offset_of;
 
-use super::Segment;
+use super::{Held, Segment};
 use crate::error::{Error, Result};
 
 /// The first eight bytes of every shmlane segment.
 pub const MAGIC: [u8; 8] = *b"SHMLANE\0";
-/// The segment format version this build reads and writes.
-pub const VERSION: u32 = 1;
+/// The segment format version this build reads and writes. It goes up with every change
+/// of the protocol, not only of the layout (the layout hash covers sizes and offsets, not
+/// what the fields mean): 2 made liveness the kernel's (registry locks) and claim words
+/// name a registry entry and generation.
+pub const VERSION: u32 = 2;
 /// Bytes reserved for the header; the data area starts here (one page).
 #[cfg(not(loom))]
 pub const HEADER_SIZE: usize = 4096;
@@ -123,20 +126,21 @@ impl SemCell {
 
 /// One entry of the endpoint registry: who holds a role.
 ///
-/// `word` packs `pid << 32 | state`, so pid and state change together with one CAS.
+/// Whether the holder lives is not written here: the kernel keeps it (a lock or a
+/// semaphore per entry, see `segment::liveness`). `word` packs
+/// `pid << 32 | generation << 16 | role << 8 | state`; the pid (as the holder's own PID
+/// namespace sees it) and the start time are for people (`shmlane ls`, `inspect`) only.
 #[repr(C)]
 pub struct Endpoint {
-    /// `pid << 32 | EP_*` state.
+    /// `pid << 32 | generation << 16 | role << 8 | EP_*` state.
     pub word: AtomicU64,
-    /// The holder's start time (field 22 of `/proc/<pid>/stat`), to tell a reused pid.
+    /// The holder's start time (field 22 of `/proc/<pid>/stat`), for display.
     pub start_time: AtomicU64,
 }
 
 /// Nobody has ever held this endpoint.
 pub const EP_FREE: u32 = 0;
-/// A process is registering itself (counts as alive).
-pub const EP_ATTACHING: u32 = 1;
-/// A process holds this endpoint.
+/// A process holds this endpoint (alive while the kernel says its entry is held).
 pub const EP_ATTACHED: u32 = 2;
 /// The last holder left cleanly.
 pub const EP_CLOSED: u32 = 3;
@@ -146,20 +150,24 @@ pub fn split_word(word: u64) -> (i32, u32) {
     ((word >> 32) as u32 as i32, word as u32 & 0xff)
 }
 
+/// The generation of an endpoint word: it goes up each time the entry is taken, so a
+/// claim made by one holder is never taken for a later holder's.
+pub fn word_generation(word: u64) -> u16 {
+    (word >> 16) as u16
+}
+
 /// The role bits of an endpoint word (0 for SPSC, whose slots imply the role;
 /// [`ROLE_SENDER`] or [`ROLE_RECEIVER`] for MPMC).
 pub fn word_role(word: u64) -> u32 {
     (word as u32 >> 8) & 0xff
 }
 
-/// Packs `(pid, state)` into an endpoint word, role 0.
-pub fn make_word(pid: i32, state: u32) -> u64 {
-    make_role_word(pid, 0, state)
-}
-
-/// Packs `(pid, role, state)` into an endpoint word.
-pub fn make_role_word(pid: i32, role: u32, state: u32) -> u64 {
-    (u64::from(pid as u32) << 32) | u64::from(role << 8) | u64::from(state)
+/// Packs `(pid, generation, role, state)` into an endpoint word.
+pub fn make_word(pid: i32, generation: u16, role: u32, state: u32) -> u64 {
+    (u64::from(pid as u32) << 32)
+        | (u64::from(generation) << 16)
+        | u64::from((role & 0xff) << 8)
+        | u64::from(state & 0xff)
 }
 
 /// MPMC registry role: a sender.
@@ -190,8 +198,9 @@ pub struct Header {
     pub wait: AtomicU32,
     /// MPMC slot size in bytes (0 for SPSC).
     pub slot_size: AtomicU32,
-    /// Unused, zero.
-    pub reserved0: AtomicU32,
+    /// System V segments: the id of the endpoints' liveness semaphore set, plus one (0:
+    /// none; POSIX segments use locks on their file instead).
+    pub sem_id: AtomicU32,
     /// MPMC slot count (0 for SPSC).
     pub slot_count: AtomicU64,
     /// Creation time, nanoseconds since the Unix epoch.
@@ -253,7 +262,7 @@ impl Header {
             max_message: u32z(),
             wait: u32z(),
             slot_size: u32z(),
-            reserved0: u32z(),
+            sem_id: u32z(),
             slot_count: u64z(),
             created_unix_ns: u64z(),
             creator_pid: u32z(),
@@ -300,7 +309,7 @@ const _: () = assert!(HEADER_SIZE % align_of::<Header>() == 0);
 /// A hash of the size and offset of every header field and of the record header: a peer
 /// built with another layout is refused instead of reading garbage.
 pub fn layout_hash() -> u64 {
-    let parts: [u64; 37] = [
+    let parts: [u64; 38] = [
         size_of::<Header>() as u64,
         align_of::<Header>() as u64,
         offset_of!(Header, magic) as u64,
@@ -313,6 +322,7 @@ pub fn layout_hash() -> u64 {
         offset_of!(Header, max_message) as u64,
         offset_of!(Header, wait) as u64,
         offset_of!(Header, slot_size) as u64,
+        offset_of!(Header, sem_id) as u64,
         offset_of!(Header, slot_count) as u64,
         offset_of!(Header, created_unix_ns) as u64,
         offset_of!(Header, creator_pid) as u64,
@@ -470,6 +480,8 @@ impl Mapped {
         h.wait.store(g.wait, Ordering::Relaxed);
         h.slot_size.store(g.slot_size as u32, Ordering::Relaxed);
         h.slot_count.store(g.slot_count as u64, Ordering::Relaxed);
+        let sem = mapped.seg.sem_id().map_or(0, |id| id as u32 + 1);
+        h.sem_id.store(sem, Ordering::Relaxed);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -491,7 +503,7 @@ impl Mapped {
     /// Validates an opened segment: magic, readiness, version, layout, kind, name, sizes
     /// and geometry.
     pub(crate) fn validate(
-        seg: Segment,
+        mut seg: Segment,
         want: Option<Kind>,
     ) -> std::result::Result<Mapped, Invalid> {
         let name = seg.name().to_string();
@@ -614,6 +626,32 @@ impl Mapped {
             Kind::Spsc => check_spsc_geometry(capacity, max_message)?,
             Kind::Mpmc => check_mpmc_geometry(slot_count, slot_size, max_message, capacity)?,
         }
+        if seg.backing() == super::Backing::SysV {
+            // Every endpoint needs the liveness semaphore set the header names.
+            let raw = h.sem_id.load(Ordering::Relaxed);
+            let bad = || {
+                Error::corrupt(format!(
+                    "System V segment {name} names no liveness semaphore set (sem_id field {raw})"
+                ))
+            };
+            let id = raw.checked_sub(1).ok_or_else(bad)? as i32;
+            match seg.adopt_sem(id) {
+                Ok(true) => {}
+                Ok(false) => return Err(bad().into()),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::EIDRM)) => {
+                    // Removed, and its last user gone: the segment is on its way out too.
+                    return Err(Error::NotFound {
+                        name: name.clone(),
+                        key: super::sysv_key(&name),
+                    }
+                    .into());
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
+                    return Err(Error::PermissionDenied { name }.into())
+                }
+                Err(e) => return Err(Error::io("semctl(IPC_STAT)", e).into()),
+            }
+        }
         let geometry = Geometry {
             kind,
             segment_len: segment_len as usize,
@@ -660,148 +698,112 @@ impl Mapped {
     }
 }
 
-/// What the registry says of an endpoint.
+/// What the registry says of an endpoint. Whether it lives is the kernel's answer (see
+/// the crate docs, "Roles, disconnects and crashes"); the pid is the one the holder had
+/// in its own PID namespace when it attached, for messages and people only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeerState {
     /// Never attached.
     Never,
-    /// Held by a live process.
+    /// Held by a live process (its pid in its own PID namespace).
     Alive(i32),
     /// Left cleanly.
     Closed,
-    /// Its process died without closing.
+    /// Its process died without closing (its pid, as above).
     Dead(i32),
 }
 
-impl Endpoint {
-    /// Claims this endpoint for `pid`, unless a live process holds it.
-    pub fn attach(&self, pid: i32, start_time: u64) -> Result<()> {
-        loop {
-            let cur = self.word.load(Ordering::Acquire);
-            let (holder, state) = split_word(cur);
-            // Held by a live process, this one included (two endpoints of one role in
-            // one process would hand out overlapping slices of the ring).
-            if matches!(state, EP_ATTACHING | EP_ATTACHED) {
-                let start = self.start_time.load(Ordering::Acquire);
-                let start = if state == EP_ATTACHING { 0 } else { start };
-                if process_alive(holder, start) {
-                    return Err(Error::RoleTaken { pid: holder });
-                }
-            }
-            if self
-                .word
-                .compare_exchange(
-                    cur,
-                    make_word(pid, EP_ATTACHING),
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                )
-                .is_ok()
-            {
-                self.start_time.store(start_time, Ordering::Release);
-                self.word
-                    .store(make_word(pid, EP_ATTACHED), Ordering::Release);
-                return Ok(());
-            }
-        }
+/// The registry: who holds which entry, and whether the kernel says the holder lives.
+impl Mapped {
+    /// The recorded word of entry `i`.
+    pub fn entry_word(&self, i: usize) -> u64 {
+        self.endpoint(i).word.load(Ordering::Acquire)
     }
 
-    /// Claims this entry for an MPMC endpoint of `role`, if it is free, closed, or held by
-    /// a dead process. Returns whether it was claimed.
-    pub fn try_attach_role(&self, role: u32, pid: i32, start_time: u64) -> bool {
-        let cur = self.word.load(Ordering::Acquire);
-        let (holder, state) = split_word(cur);
-        let reusable = match state {
-            EP_FREE | EP_CLOSED => true,
-            EP_ATTACHED => !process_alive(holder, self.start_time.load(Ordering::Acquire)),
-            // A process that died while registering.
-            EP_ATTACHING => !process_alive(holder, 0),
-            _ => false,
-        };
-        if !reusable {
-            return false;
+    /// Takes registry entry `i` for this process as an endpoint of `role` (0 for SPSC),
+    /// unless a live endpoint holds it. Returns the entry's new generation, or `None` when
+    /// a live endpoint holds it (this process's own other endpoints included: two
+    /// endpoints of one SPSC role would hand out overlapping slices of the ring).
+    ///
+    /// The kernel-held lock (see `segment::liveness`) is what makes the entry ours: once
+    /// it is taken, its previous holder has closed or died, so the word is ours to write.
+    pub(crate) fn take_entry(
+        &self,
+        i: usize,
+        role: u32,
+        pid: i32,
+        start_time: u64,
+    ) -> Result<Option<u16>> {
+        if !self.seg.hold(i)? {
+            return Ok(None);
         }
-        if self
-            .word
-            .compare_exchange(
-                cur,
-                make_role_word(pid, role, EP_ATTACHING),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_err()
-        {
-            return false;
-        }
-        self.start_time.store(start_time, Ordering::Release);
-        self.word
-            .store(make_role_word(pid, role, EP_ATTACHED), Ordering::Release);
-        true
+        let e = self.endpoint(i);
+        let generation = word_generation(e.word.load(Ordering::Acquire)).wrapping_add(1);
+        e.start_time.store(start_time, Ordering::Relaxed);
+        e.word.store(
+            make_word(pid, generation, role, EP_ATTACHED),
+            Ordering::Release,
+        );
+        Ok(Some(generation))
     }
 
-    /// Whether this entry holds a live endpoint of `role` (reads `/proc`).
-    pub fn live_with_role(&self, role: u32) -> bool {
-        let word = self.word.load(Ordering::Acquire);
-        if word_role(word) != role {
-            return false;
-        }
-        matches!(self.peer_state(), PeerState::Alive(_))
+    /// Marks entry `i`, taken by this handle, closed (a clean exit) and gives it back. The
+    /// word is written before the kernel's hold is dropped, so a peer that sees the entry
+    /// free reads `EP_CLOSED` when it looks at the word again.
+    pub(crate) fn close_entry(&self, i: usize) {
+        let e = self.endpoint(i);
+        let cur = e.word.load(Ordering::Acquire);
+        let (pid, _) = split_word(cur);
+        e.word.store(
+            make_word(pid, word_generation(cur), word_role(cur), EP_CLOSED),
+            Ordering::Release,
+        );
+        self.seg.release(i);
     }
 
-    /// Marks the endpoint closed (a clean exit), if `pid` still holds it.
-    pub fn close(&self, pid: i32) {
-        let cur = self.word.load(Ordering::Acquire);
-        let (holder, _) = split_word(cur);
-        if holder == pid {
-            let _ = self.word.compare_exchange(
-                cur,
-                make_role_word(pid, word_role(cur), EP_CLOSED),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            );
-        }
-    }
-
-    /// The state as recorded, without asking whether the process lives.
-    pub fn recorded(&self) -> (i32, u32) {
-        split_word(self.word.load(Ordering::Acquire))
-    }
-
-    /// The state, checking whether a recorded holder still lives (reads `/proc`).
-    pub fn peer_state(&self) -> PeerState {
-        let (pid, state) = self.recorded();
+    /// What the registry and the kernel say of entry `i` (one system call at most).
+    pub fn entry_state(&self, i: usize) -> PeerState {
+        let word = self.entry_word(i);
+        let (pid, state) = split_word(word);
         match state {
             EP_FREE => PeerState::Never,
             EP_CLOSED => PeerState::Closed,
-            // Registering right now (its start time may not be written yet), unless the
-            // process died in the middle of it.
-            EP_ATTACHING => {
-                if process_alive(pid, 0) {
-                    PeerState::Alive(pid)
-                } else {
-                    PeerState::Dead(pid)
+            // Attached (or a state no build writes): the kernel decides.
+            _ => match self.seg.held(i) {
+                Held::Yes | Held::Unknown => PeerState::Alive(pid),
+                Held::No => {
+                    // Not held: its holder died, or closed between our two looks (a clean
+                    // close writes EP_CLOSED before it lets go), or a new holder has not
+                    // taken it yet.
+                    let again = self.entry_word(i);
+                    if split_word(again).1 == EP_CLOSED {
+                        PeerState::Closed
+                    } else {
+                        PeerState::Dead(pid)
+                    }
                 }
-            }
-            EP_ATTACHED => {
-                if process_alive(pid, self.start_time.load(Ordering::Acquire)) {
-                    PeerState::Alive(pid)
-                } else {
-                    PeerState::Dead(pid)
-                }
-            }
-            _ => PeerState::Dead(pid),
+            },
         }
+    }
+
+    /// Whether entry `i` holds a live endpoint of `role`.
+    pub fn entry_live_with_role(&self, i: usize, role: u32) -> bool {
+        word_role(self.entry_word(i)) == role && matches!(self.entry_state(i), PeerState::Alive(_))
     }
 }
 
-/// `(state char, start time)` of a process from `/proc/<pid>/stat`.
+/// `(state char, start time)` of a process from `/proc/<pid>/stat`, for display only (the
+/// pid means something only in the PID namespace that wrote it). Read as bytes: the
+/// command name may be any bytes, not UTF-8 (the kernel cuts it to 15 bytes, even inside
+/// a character).
 pub fn proc_stat(pid: i32) -> Option<(char, u64)> {
     if pid <= 0 {
         return None;
     }
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let text = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and parentheses: fields start after the last ')'.
-    let rest = &text[text.rfind(')')? + 1..];
+    let close = text.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&text[close + 1..]).ok()?;
     let mut fields = rest.split_ascii_whitespace();
     let state = fields.next()?.chars().next()?;
     // Field 3 is the state; starttime is field 22, so 18 more after it.
@@ -816,8 +818,10 @@ pub fn self_start_time() -> u64 {
         .unwrap_or(0)
 }
 
-/// Whether `pid` is a running process that started at `start_time` (0: any start time).
-/// Zombies count as dead.
+/// Whether `pid` is a running process that started at `start_time` (0: any start time),
+/// by `/proc` (zombies count as dead). Only the kernel-IPC baselines of the benchmark use
+/// this; shmlane's own endpoints ask the kernel through their registry entries, which
+/// works across PID namespaces and users and whatever `/proc` shows.
 pub fn process_alive(pid: i32, start_time: u64) -> bool {
     match proc_stat(pid) {
         None => false,

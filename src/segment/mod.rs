@@ -5,10 +5,15 @@
 //! and shmlane stores the name in its header so that a key collision is caught on open.
 
 pub mod header;
+pub(crate) mod liveness;
 mod posix;
 mod sysv;
 
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64 as StdAtomicU64, Ordering as StdOrdering};
+
+pub use liveness::Held;
+use liveness::Tracker;
 
 use crate::error::{Error, Result};
 
@@ -86,6 +91,11 @@ pub struct Segment {
     backing: Backing,
     sysv_id: i32,
     remove_on_drop: bool,
+    /// How this handle asks the kernel whether registry entries are held (see
+    /// [`liveness`]).
+    tracker: Tracker,
+    /// Registry entries this handle holds (bit `i`), given back on drop.
+    held_mask: StdAtomicU64,
     /// Under loom: heap memory holding a loom `Header`, freed on drop.
     #[cfg(loom)]
     heap: bool,
@@ -112,6 +122,8 @@ impl Segment {
             backing: Backing::Posix,
             sysv_id: -1,
             remove_on_drop: false,
+            tracker: Tracker::model(),
+            held_mask: StdAtomicU64::new(0),
             heap: true,
         }
     }
@@ -160,7 +172,10 @@ impl Segment {
     pub fn remove(name: &str) -> Result<()> {
         validate_name(name)?;
         match posix::remove(name) {
-            Err(Error::NotFound { .. }) => sysv::remove(name),
+            Err(Error::NotFound { .. }) => {
+                let id = sysv::id_of(name)?;
+                remove_sysv(name, id)
+            }
             other => other,
         }
     }
@@ -185,10 +200,63 @@ impl Segment {
     /// Removes this segment's name now (the mapping stays valid).
     pub fn remove_name(&mut self) -> Result<()> {
         self.remove_on_drop = false;
-        match self.backing {
-            Backing::Posix => posix::remove(&self.name),
-            Backing::SysV => sysv::remove_id(&self.name, self.sysv_id),
+        match (self.backing, &self.tracker) {
+            // Only the file we have open: the name may have been removed and reused.
+            (Backing::Posix, Tracker::Ofd(fd)) => posix::remove_if_same(&self.name, fd),
+            (Backing::Posix, _) => posix::remove(&self.name),
+            // A System V id never names another segment while we are attached to it.
+            (Backing::SysV, _) => sysv::remove_id(&self.name, self.sysv_id),
         }
+    }
+
+    /// Takes registry entry `i` (`i < MAX_ENDPOINTS`) for an endpoint of this handle, so
+    /// that the kernel can tell peers whether it lives (see [`liveness`]). `Ok(false)`: a
+    /// live endpoint holds it.
+    pub(crate) fn hold(&self, i: usize) -> Result<bool> {
+        let took = self
+            .tracker
+            .hold(i)
+            .map_err(|e| Error::io("taking a registry entry", e))?;
+        if took {
+            self.held_mask.fetch_or(1 << i, StdOrdering::AcqRel);
+        }
+        Ok(took)
+    }
+
+    /// Gives back registry entry `i`, taken with [`hold`](Self::hold).
+    pub(crate) fn release(&self, i: usize) {
+        if self.held_mask.fetch_and(!(1 << i), StdOrdering::AcqRel) & (1 << i) != 0 {
+            self.tracker.release(i);
+        }
+    }
+
+    /// Whether a live endpoint holds registry entry `i` (one system call). An entry held
+    /// through this very handle is not seen on a POSIX segment; callers ask about peers.
+    pub fn held(&self, i: usize) -> Held {
+        self.tracker.held(i)
+    }
+
+    /// The id of a System V segment's liveness semaphore set, if this handle has one.
+    pub(crate) fn sem_id(&self) -> Option<i32> {
+        match self.tracker {
+            Tracker::Sem(id) => Some(id),
+            _ => None,
+        }
+    }
+
+    /// Adopts the liveness semaphore set `id` named by a System V segment's header, after
+    /// checking that it is one. `Ok(false)`: `id` names no liveness set (a foreign or
+    /// corrupt header); `Err` with `EINVAL`/`EIDRM`: the set is gone (the segment was
+    /// removed and its last user left).
+    pub(crate) fn adopt_sem(&mut self, id: i32) -> std::io::Result<bool> {
+        if self.backing != Backing::SysV {
+            return Ok(false);
+        }
+        if !liveness::sem::check(id)? {
+            return Ok(false);
+        }
+        self.tracker = Tracker::Sem(id);
+        Ok(true)
     }
 
     /// Whether the name is removed when this handle drops.
@@ -265,7 +333,7 @@ impl Segment {
 
     /// Removes System V segment `id` (`IPC_RMID`); one already removed is not an error.
     pub fn remove_sysv_id(id: i32) -> Result<()> {
-        sysv::remove_id(&format!("shmid:{id}"), id)
+        remove_sysv(&format!("shmid:{id}"), id)
     }
 
     /// A relaxed atomic load of the `u64` at byte `offset`, or `None` if it does not lie
@@ -317,6 +385,14 @@ impl Drop for Segment {
             }
             return;
         }
+        // Entries an endpoint did not give back (a clean close always does): the kernel
+        // would drop OFD locks with the descriptor anyway, but not a semaphore's undo.
+        let mut held = self.held_mask.swap(0, StdOrdering::AcqRel);
+        while held != 0 {
+            let i = held.trailing_zeros() as usize;
+            self.tracker.release(i);
+            held &= held - 1;
+        }
         if self.remove_on_drop {
             let _ = self.remove_name();
         }
@@ -326,6 +402,13 @@ impl Drop for Segment {
                 Backing::Posix => unsafe { posix::unmap(self.ptr, self.len) },
                 // SAFETY: ptr is the address returned by shmat, detached once here.
                 Backing::SysV => unsafe { sysv::detach(self.ptr) },
+            }
+        }
+        // The last process to leave a removed System V segment removes its liveness set
+        // (earlier, the endpoints still attached would lose their liveness answers).
+        if let (Backing::SysV, Tracker::Sem(sem)) = (self.backing, &self.tracker) {
+            if sysv::gone(self.sysv_id) {
+                liveness::sem::remove(*sem);
             }
         }
     }
@@ -339,6 +422,24 @@ impl std::fmt::Debug for Segment {
             .field("len", &self.len)
             .finish()
     }
+}
+
+/// Removes System V segment `id` and, if nobody is attached to it any more, its liveness
+/// semaphore set (otherwise the last process to detach removes it).
+fn remove_sysv(name: &str, id: i32) -> Result<()> {
+    // The set's id is in the header: read it before the segment can vanish.
+    let sem = sysv::attach_readonly(name, id).ok().and_then(|seg| {
+        let raw = seg.load_u32(memoffset::offset_of!(header::Header, sem_id))?;
+        // Stored as id + 1 (0: none). A foreign segment's bytes are checked below.
+        raw.checked_sub(1).map(|v| v as i32)
+    });
+    sysv::remove_id(name, id)?;
+    if let Some(sem) = sem {
+        if sysv::gone(id) && matches!(liveness::sem::check(sem), Ok(true)) {
+            liveness::sem::remove(sem);
+        }
+    }
+    Ok(())
 }
 
 /// Asks the kernel to fault in (and so reserve) every page of a fresh mapping; `ENOMEM`

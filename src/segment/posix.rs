@@ -9,6 +9,7 @@ use nix::fcntl::{FallocateFlags, OFlag};
 use nix::sys::mman::{self, MapFlags, ProtFlags};
 use nix::sys::stat::{fchmod, fstat, Mode};
 
+use super::liveness::Tracker;
 use super::{populate, Backing, Segment};
 use crate::error::{Error, Result};
 
@@ -45,7 +46,7 @@ pub(super) fn create(name: &str, len: usize, mode: u32) -> Result<Segment> {
         Mode::from_bits_truncate(mode),
     )
     .map_err(|e| map_errno(name, "shm_open", e))?;
-    match size_and_map(name, &fd, len, mode) {
+    match size_and_map(name, fd, len, mode) {
         Ok(seg) => Ok(seg),
         Err(e) => {
             let _ = mman::shm_unlink(name);
@@ -69,7 +70,7 @@ pub(crate) fn dev_shm_free() -> Option<u64> {
         .map(|s| s.blocks_available() * s.fragment_size())
 }
 
-fn size_and_map(name: &str, fd: &OwnedFd, len: usize, mode: u32) -> Result<Segment> {
+fn size_and_map(name: &str, fd: OwnedFd, len: usize, mode: u32) -> Result<Segment> {
     // shm_open's mode is filtered by the umask; the caller asked for exactly `mode`.
     fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(mode))
         .map_err(|e| map_errno(name, "fchmod", e))?;
@@ -98,7 +99,9 @@ enum Access {
     ReadOnly,
 }
 
-fn map(name: &str, fd: &OwnedFd, len: usize, access: Access) -> Result<Segment> {
+/// Maps `fd` and keeps it open in the returned segment: its open file description carries
+/// the endpoints' liveness locks (see `liveness`).
+fn map(name: &str, fd: OwnedFd, len: usize, access: Access) -> Result<Segment> {
     let prot = match access {
         Access::ReadWrite { .. } => ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
         Access::ReadOnly => ProtFlags::PROT_READ,
@@ -108,7 +111,7 @@ fn map(name: &str, fd: &OwnedFd, len: usize, access: Access) -> Result<Segment> 
         Some(nz) => {
             // SAFETY: a fresh shared mapping of a file we hold open; nothing else in this
             // process refers to that address range yet (and nothing writes a read-only one).
-            let p = unsafe { mman::mmap(None, nz, prot, MapFlags::MAP_SHARED, fd, 0) }.map_err(
+            let p = unsafe { mman::mmap(None, nz, prot, MapFlags::MAP_SHARED, &fd, 0) }.map_err(
                 |e| match e {
                     Errno::ENOMEM if access != Access::ReadOnly => no_space(name, len),
                     e => map_errno(name, "mmap", e),
@@ -124,6 +127,8 @@ fn map(name: &str, fd: &OwnedFd, len: usize, access: Access) -> Result<Segment> 
         backing: Backing::Posix,
         sysv_id: -1,
         remove_on_drop: access == (Access::ReadWrite { created: true }),
+        tracker: Tracker::Ofd(fd),
+        held_mask: Default::default(),
         #[cfg(loom)]
         heap: false,
     })
@@ -134,11 +139,28 @@ pub(super) fn open(name: &str) -> Result<Segment> {
         .map_err(|e| map_errno(name, "shm_open", e))?;
     let st = fstat(fd.as_raw_fd()).map_err(|e| map_errno(name, "fstat", e))?;
     let len = usize::try_from(st.st_size).map_err(|_| Error::corrupt("negative file size"))?;
-    map(name, &fd, len, Access::ReadWrite { created: false })
+    map(name, fd, len, Access::ReadWrite { created: false })
 }
 
 pub(super) fn remove(name: &str) -> Result<()> {
     mman::shm_unlink(name).map_err(|e| map_errno(name, "shm_unlink", e))
+}
+
+/// Removes `name` only if it still names the file `fd` is open on: after an operator's
+/// `shmlane rm` and a new segment made under the same name, a creator that leaves must not
+/// remove the newcomer. (Between the check and the unlink another `rm` + create could
+/// still slip in; nothing in POSIX shared memory closes that window.)
+pub(super) fn remove_if_same(name: &str, fd: &OwnedFd) -> Result<()> {
+    let ours = fstat(fd.as_raw_fd()).map_err(|e| map_errno(name, "fstat", e))?;
+    let now = match mman::shm_open(name, OFlag::O_RDONLY | OFlag::O_NONBLOCK, Mode::empty()) {
+        Ok(other) => fstat(other.as_raw_fd()).map_err(|e| map_errno(name, "fstat", e))?,
+        Err(Errno::EACCES) => return Ok(()), // Not ours to remove: we could open ours.
+        Err(e) => return Err(map_errno(name, "shm_open", e)),
+    };
+    if (now.st_dev, now.st_ino) != (ours.st_dev, ours.st_ino) {
+        return Ok(());
+    }
+    remove(name)
 }
 
 /// # Safety
@@ -158,5 +180,5 @@ pub(super) fn open_readonly(name: &str) -> Result<Segment> {
         return Err(Error::NotShmlane { name: name.into() });
     }
     let len = usize::try_from(st.st_size).map_err(|_| Error::corrupt("negative file size"))?;
-    map(name, &fd, len, Access::ReadOnly)
+    map(name, fd, len, Access::ReadOnly)
 }

@@ -3,6 +3,7 @@
 use std::io;
 use std::ptr::NonNull;
 
+use super::liveness::{sem, Tracker};
 use super::{populate, sysv_key, Backing, Segment};
 use crate::error::{Error, Result};
 
@@ -52,7 +53,14 @@ pub(super) fn exists(name: &str) -> Result<bool> {
 
 /// Attaches segment `id` (`len` bytes). `flags` is 0 or `SHM_RDONLY`; a `created`
 /// segment is removed on drop.
-fn attach(name: &str, id: i32, len: usize, flags: i32, created: bool) -> Result<Segment> {
+fn attach(
+    name: &str,
+    id: i32,
+    len: usize,
+    flags: i32,
+    created: bool,
+    tracker: Tracker,
+) -> Result<Segment> {
     let ptr = if len == 0 {
         NonNull::dangling()
     } else {
@@ -71,6 +79,8 @@ fn attach(name: &str, id: i32, len: usize, flags: i32, created: bool) -> Result<
         backing: Backing::SysV,
         sysv_id: id,
         remove_on_drop: created,
+        tracker,
+        held_mask: Default::default(),
         #[cfg(loom)]
         heap: false,
     })
@@ -88,9 +98,25 @@ pub(super) fn create(name: &str, len: usize, mode: u32) -> Result<Segment> {
         },
         _ => map_err(name, "shmget", e),
     })?;
-    let seg = match attach(name, id, len, 0, true) {
+    // The endpoints' liveness semaphores (see `liveness`); its id goes into the header.
+    let sem_id = match sem::create(mode) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = remove_id(name, id);
+            return Err(match e.raw_os_error() {
+                Some(libc::ENOSPC) => Error::NoSpace {
+                    name: name.into(),
+                    needed: len as u64,
+                    what: "a System V semaphore set (kernel.sem: SEMMNI/SEMMNS)".into(),
+                },
+                _ => map_err(name, "semget", e),
+            });
+        }
+    };
+    let seg = match attach(name, id, len, 0, true, Tracker::Sem(sem_id)) {
         Ok(seg) => seg,
         Err(e) => {
+            sem::remove(sem_id);
             let _ = remove_id(name, id);
             return Err(e);
         }
@@ -106,12 +132,16 @@ pub(super) fn create(name: &str, len: usize, mode: u32) -> Result<Segment> {
 pub(super) fn open(name: &str) -> Result<Segment> {
     let id = shmget(sysv_key(name), 0, 0).map_err(|e| map_err(name, "shmget", e))?;
     let ds = stat(id).map_err(|e| map_err(name, "shmctl(IPC_STAT)", e))?;
-    attach(name, id, ds.shm_segsz, 0, false)
+    // The liveness set is adopted once the header has been validated.
+    attach(name, id, ds.shm_segsz, 0, false, Tracker::None)
 }
 
-pub(super) fn remove(name: &str) -> Result<()> {
-    let id = shmget(sysv_key(name), 0, 0).map_err(|e| map_err(name, "shmget", e))?;
-    remove_id(name, id)
+/// Whether segment `id` no longer exists (it was removed and the last process detached).
+pub(super) fn gone(id: i32) -> bool {
+    matches!(
+        stat(id).map_err(|e| e.raw_os_error()),
+        Err(Some(libc::EINVAL)) | Err(Some(libc::EIDRM))
+    )
 }
 
 pub(super) fn remove_id(name: &str, id: i32) -> Result<()> {
@@ -144,5 +174,12 @@ pub(super) fn id_of(name: &str) -> Result<i32> {
 /// what the returned [`Segment`] reports.
 pub(super) fn attach_readonly(name: &str, id: i32) -> Result<Segment> {
     let ds = stat(id).map_err(|e| map_err(name, "shmctl(IPC_STAT)", e))?;
-    attach(name, id, ds.shm_segsz, libc::SHM_RDONLY, false)
+    attach(
+        name,
+        id,
+        ds.shm_segsz,
+        libc::SHM_RDONLY,
+        false,
+        Tracker::None,
+    )
 }
