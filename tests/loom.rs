@@ -45,13 +45,14 @@ fn spsc_push_pop_with_wrap() {
         });
         let mut next = 1u8;
         while next <= 3 {
-            match c.try_recv() {
+            let r = c.try_recv().map(|m| m.to_vec());
+            match r {
                 Ok(m) => {
                     assert_eq!(&m[..], &[next; 16], "message {next} torn or out of order");
                     next += 1;
                 }
                 Err(TryRecvError::Empty) => thread::yield_now(),
-                Err(e) => panic!("try_recv: {e}"),
+                Err(e) => panic!("try_recv: {e} {:?} next {next}", c.peer()),
             }
         }
         t.join().unwrap();

@@ -16,6 +16,13 @@
 //!   again when the process exits. A peer reads the value (`GETVAL`).
 //! - **Heap segments** (the loom models) keep a flag per entry in the process.
 //!
+//! Ordering: the kernel serialises lock (or semaphore) operations on one file (set) under
+//! its own lock, so an endpoint's stores before it lets go of its entry happen before
+//! whatever a peer reads after it saw the entry free. `Mapped::close_entry` relies on it:
+//! it writes `EP_CLOSED` first, so a peer that finds the entry free and reads the word
+//! again can tell a clean close from a death. The loom model's flags are atomics with
+//! Release/Acquire for the same reason (loom found the race when they were not).
+//!
 //! Caveats that follow from the kernel's rules, documented for users: a child made by
 //! `fork` without `exec` shares its parent's open file descriptions, so on a POSIX segment
 //! it keeps its parent's endpoints alive while it lives (System V undo entries are not
@@ -57,9 +64,10 @@ pub(crate) enum Tracker {
     Ofd(OwnedFd),
     /// A System V segment's liveness semaphore set.
     Sem(i32),
-    /// Under loom: flags in the process.
+    /// Under loom: flags in the process, loom atomics, so that a release (Release store)
+    /// synchronises with a later question (Acquire load) as the kernel's own lock does.
     #[cfg(loom)]
-    Model(Box<[std::sync::atomic::AtomicBool]>),
+    Model(Box<[crate::sync::AtomicU32]>),
     /// Nothing to ask (a read-only look whose semaphore set could not be found).
     None,
 }
@@ -135,7 +143,7 @@ impl Tracker {
     pub(crate) fn model() -> Tracker {
         Tracker::Model(
             (0..MAX_ENDPOINTS)
-                .map(|_| std::sync::atomic::AtomicBool::new(false))
+                .map(|_| crate::sync::AtomicU32::new(0))
                 .collect(),
         )
     }
@@ -171,7 +179,7 @@ impl Tracker {
                 }
             }
             #[cfg(loom)]
-            Tracker::Model(flags) => Ok(!flags[i].swap(true, std::sync::atomic::Ordering::SeqCst)),
+            Tracker::Model(flags) => Ok(flags[i].swap(1, crate::sync::Ordering::AcqRel) == 0),
             Tracker::None => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "this segment handle cannot take registry entries",
@@ -194,7 +202,7 @@ impl Tracker {
                 let _ = semop(*id, &mut ops);
             }
             #[cfg(loom)]
-            Tracker::Model(flags) => flags[i].store(false, std::sync::atomic::Ordering::SeqCst),
+            Tracker::Model(flags) => flags[i].store(0, crate::sync::Ordering::Release),
             Tracker::None => {}
         }
     }
@@ -218,7 +226,7 @@ impl Tracker {
             },
             #[cfg(loom)]
             Tracker::Model(flags) => {
-                if flags[i].load(std::sync::atomic::Ordering::SeqCst) {
+                if flags[i].load(crate::sync::Ordering::Acquire) != 0 {
                     Held::Yes
                 } else {
                     Held::No
