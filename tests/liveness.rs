@@ -468,6 +468,62 @@ fn cat_reader_with_a_non_utf8_comm() {
     );
 }
 
+/// Child (run under a non-UTF-8 name): a consumer that lets the producer fill the ring
+/// and wait, then reads `NOBODY_MESSAGES` messages of 1000 bytes and the disconnect.
+#[test]
+fn child_slow_consumer() {
+    if !is_child("child_slow_consumer") {
+        return;
+    }
+    let mut rx = Consumer::open(&child_arg("NAME")).expect("open consumer");
+    std::thread::sleep(Duration::from_millis(500));
+    for seq in 0..NOBODY_MESSAGES {
+        let m = rx
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("message {seq}: {e}"));
+        assert_eq!(u64::from(m.tag()), seq, "out of order");
+        assert!(m.len() == 1000 && check(&m, seq), "message {seq} torn");
+    }
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_secs(5)),
+        Err(Error::Disconnected)
+    ));
+}
+
+#[test]
+fn producer_waiting_on_a_consumer_with_a_non_utf8_comm() {
+    let me = std::env::current_exe().unwrap();
+    let base = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let copy = BinCopy::of(&me, base, "comm-lib", &"\u{e9}".repeat(9));
+    let name = TestName::new("comm-lib");
+    let mut tx =
+        Producer::create(&name, &Options::new().capacity(16 << 10).max_message(1024)).unwrap();
+    let mut child = Proc::spawn(
+        child_under(
+            &[copy.exe.to_str().unwrap().to_string()],
+            "child_slow_consumer",
+            &[("NAME", name.to_string())],
+        ),
+        "the consumer with a non-UTF-8 comm",
+    );
+    assert_comm_not_utf8(child.pid());
+    // The ring (16 KiB) fills while the consumer sleeps: the producer waits for room and
+    // looks at whether the consumer lives.
+    let mut buf = [0u8; 1000];
+    for seq in 0..NOBODY_MESSAGES {
+        fill(&mut buf, seq);
+        if let Err(e) = tx.send_tagged_timeout(seq as u32, &buf, Duration::from_secs(5)) {
+            panic!(
+                "send {seq} of {NOBODY_MESSAGES}: {e} (peer {:?}, while the consumer lives)",
+                tx.peer()
+            );
+        }
+    }
+    drop(tx);
+    let status = child.wait_for(Duration::from_secs(10));
+    assert!(status.success(), "the consumer child exited {status}");
+}
+
 // ---------------------------------------------------------------------------------
 // 3. A peer of another user, under a /proc mounted hidepid=2.
 
