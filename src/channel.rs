@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::segment::header::{self, Geometry, Invalid, Kind, Mapped, PeerState, HEADER_SIZE};
 use crate::segment::Segment;
+use crate::sync::Ordering;
 use crate::Options;
 
 /// How long `open` waits for a creator that has not finished initialising the segment.
@@ -41,27 +42,96 @@ pub(crate) fn model(name: &str, geometry: Geometry) -> std::sync::Arc<Mapped> {
 /// Opens and validates a segment of the given kind, waiting up to [`READY_TIMEOUT`] for a
 /// creator that is still initialising it.
 pub(crate) fn open(name: &str, kind: Kind) -> Result<Mapped> {
+    open_until(name, kind, None)
+}
+
+/// Opens and validates a segment, waiting until `deadline` for the name to appear and
+/// for its creator to finish initialising it; [`Error::Timeout`] after. Any other error
+/// (a foreign segment, a wrong kind, permissions) is returned at once.
+pub(crate) fn open_timeout(name: &str, kind: Kind, timeout: Duration) -> Result<Mapped> {
+    open_until(name, kind, Some(Instant::now() + timeout))
+}
+
+fn open_until(name: &str, kind: Kind, deadline: Option<Instant>) -> Result<Mapped> {
     let start = Instant::now();
+    let pause = |deadline: Option<Instant>| -> bool {
+        // Polls every 2 ms at first, then every 10 ms; false once the deadline is past.
+        let now = Instant::now();
+        let step = if now.duration_since(start) < Duration::from_millis(20) {
+            Duration::from_millis(2)
+        } else {
+            Duration::from_millis(10)
+        };
+        match deadline {
+            Some(d) if now >= d => false,
+            Some(d) => {
+                std::thread::sleep(step.min(d - now));
+                true
+            }
+            None => {
+                std::thread::sleep(step);
+                true
+            }
+        }
+    };
     loop {
-        let seg = Segment::open(name)?;
+        let seg = match Segment::open(name) {
+            Ok(seg) => seg,
+            // Not there yet (or removed between the look-up and the map): wait for it.
+            Err(Error::NotFound { .. }) if deadline.is_some() => {
+                if !pause(deadline) {
+                    return Err(Error::Timeout);
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         match Mapped::validate(seg, Some(kind)) {
             Ok(m) => {
                 // Only the part the validated header describes: the file may be longer.
                 m.segment().prefault(m.geometry().segment_len);
                 return Ok(m);
             }
+            Err(Invalid::Err(Error::NotFound { .. })) if deadline.is_some() => {
+                if !pause(deadline) {
+                    return Err(Error::Timeout);
+                }
+            }
             Err(Invalid::Err(e)) => return Err(e),
             Err(Invalid::NotYet) => {
-                if start.elapsed() >= READY_TIMEOUT {
+                if deadline.is_none() && start.elapsed() >= READY_TIMEOUT {
                     return Err(Error::NotReady {
                         name: name.to_string(),
                         waited_ms: READY_TIMEOUT.as_millis() as u64,
                     });
                 }
-                std::thread::sleep(Duration::from_millis(2));
+                if !pause(deadline) {
+                    return Err(Error::Timeout);
+                }
             }
         }
     }
+}
+
+/// `create`, or `open` if the name exists: retried when the name vanishes between the two
+/// (its creator left), so the result is never `NotFound`.
+pub(crate) fn create_or_open<T>(
+    name: &str,
+    create: impl Fn() -> Result<T>,
+    open: impl Fn() -> Result<T>,
+) -> Result<T> {
+    for _ in 0..100 {
+        match create() {
+            Err(Error::AlreadyExists { .. }) => match open() {
+                Err(Error::NotFound { .. }) => continue,
+                other => return other,
+            },
+            other => return other,
+        }
+    }
+    Err(Error::AlreadyExists {
+        name: name.to_string(),
+    })
 }
 
 /// This process's identity in the endpoint registry.
@@ -78,6 +148,38 @@ impl Me {
             start_time: header::self_start_time(),
         }
     }
+}
+
+/// The creator of a channel is leaving. If messages it published are waiting for a reader
+/// that is not there (never attached, closed, or dead), the name stays for the reader
+/// that comes, like a FIFO keeps what was written: ownership of the name passes to
+/// whoever leaves the ring empty with nobody on the other side ([`finish_hand_over`]).
+pub(crate) fn hand_over_if_unread(m: &Mapped, unread: bool, reader_alive: bool) {
+    if unread && !reader_alive && m.segment().removes_on_drop() {
+        m.header()
+            .flags
+            .fetch_or(header::FLAG_HANDED_OVER, Ordering::SeqCst);
+        m.segment().keep_name();
+    }
+}
+
+/// The ring of a handed-over channel is empty and nobody is on the other side: remove
+/// the name (once, whoever gets here first; only if it still names this segment).
+pub(crate) fn finish_hand_over(m: &Mapped) {
+    let flags = &m.header().flags;
+    if flags.load(Ordering::Acquire) & header::FLAG_HANDED_OVER != 0
+        && flags.fetch_and(!header::FLAG_HANDED_OVER, Ordering::AcqRel) & header::FLAG_HANDED_OVER
+            != 0
+    {
+        let _ = m.segment().unlink();
+    }
+}
+
+/// Whether every published message has been released (positions equal; for MPMC, every
+/// claimed position taken).
+pub(crate) fn ring_empty(m: &Mapped) -> bool {
+    let h = m.header();
+    h.write_pos.load(Ordering::Acquire) == h.read_pos.load(Ordering::Acquire)
 }
 
 /// Whether registry entry `index` says its holder closed cleanly (one load).

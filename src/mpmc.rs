@@ -172,6 +172,17 @@ impl Endpoint {
 impl Drop for Endpoint {
     fn drop(&mut self) {
         let h = self.shared.header();
+        // The name's lifecycle: a creating sender leaving unread messages with no live
+        // receiver hands the name over; whoever leaves a handed-over ring empty with
+        // nobody alive on the other side removes it (see `channel::hand_over_if_unread`).
+        let other_alive = self.other_side_live() > 0;
+        let empty = channel::ring_empty(&self.shared);
+        if self.side == 0 {
+            channel::hand_over_if_unread(&self.shared, !empty, other_alive);
+        }
+        if empty && !other_alive {
+            channel::finish_hand_over(&self.shared);
+        }
         self.shared.close_entry(self.index);
         h.mpmc_live[self.side].fetch_sub(1, Ordering::SeqCst);
         // Wake every sleeper of the other side, so they see the disconnect now.
@@ -288,6 +299,16 @@ impl Sender {
     pub fn open(name: &str) -> Result<Sender> {
         Ok(Sender {
             ep: Endpoint::attach(StdArc::new(channel::open(name, Kind::Mpmc)?), ROLE_SENDER)?,
+        })
+    }
+
+    /// Opens the channel `name` as a new sender, waiting up to `timeout` for it to
+    /// appear and for its creator to finish setting it up. [`Error::Timeout`] after that;
+    /// any other error at once.
+    pub fn open_timeout(name: &str, timeout: Duration) -> Result<Sender> {
+        let mapped = channel::open_timeout(name, Kind::Mpmc, timeout)?;
+        Ok(Sender {
+            ep: Endpoint::attach(StdArc::new(mapped), ROLE_SENDER)?,
         })
     }
 
@@ -439,6 +460,16 @@ impl Receiver {
     pub fn open(name: &str) -> Result<Receiver> {
         Ok(Receiver {
             ep: Endpoint::attach(StdArc::new(channel::open(name, Kind::Mpmc)?), ROLE_RECEIVER)?,
+        })
+    }
+
+    /// Opens the channel `name` as a new receiver, waiting up to `timeout` for it to
+    /// appear and for its creator to finish setting it up. [`Error::Timeout`] after that;
+    /// any other error at once.
+    pub fn open_timeout(name: &str, timeout: Duration) -> Result<Receiver> {
+        let mapped = channel::open_timeout(name, Kind::Mpmc, timeout)?;
+        Ok(Receiver {
+            ep: Endpoint::attach(StdArc::new(mapped), ROLE_RECEIVER)?,
         })
     }
 

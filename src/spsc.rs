@@ -124,10 +124,18 @@ impl Producer {
 
     /// Creates the channel, or opens it if it exists already.
     pub fn create_or_open(name: &str, opts: &Options) -> Result<Producer> {
-        match Producer::create(name, opts) {
-            Err(Error::AlreadyExists { .. }) => Producer::open(name),
-            other => other,
-        }
+        channel::create_or_open(
+            name,
+            || Producer::create(name, opts),
+            || Producer::open(name),
+        )
+    }
+
+    /// Opens the channel `name`, waiting up to `timeout` for it to appear and for its
+    /// creator to finish setting it up (a peer that starts first need not loop on
+    /// [`Error::NotFound`]). [`Error::Timeout`] after that; any other error at once.
+    pub fn open_timeout(name: &str, timeout: Duration) -> Result<Producer> {
+        Producer::attach(Arc::new(channel::open_timeout(name, Kind::Spsc, timeout)?))
     }
 
     fn attach(mapped: Arc<Mapped>) -> Result<Producer> {
@@ -336,6 +344,13 @@ impl Producer {
 impl Drop for Producer {
     fn drop(&mut self) {
         self.ring.publish();
+        let reader_alive = matches!(self.shared.entry_state(SPSC_CONSUMER), PeerState::Alive(_));
+        let empty = channel::ring_empty(&self.shared);
+        channel::hand_over_if_unread(&self.shared, !empty, reader_alive);
+        if empty && !reader_alive {
+            // A handed-over ring we (not its creator) leave empty: nobody needs the name.
+            channel::finish_hand_over(&self.shared);
+        }
         self.shared.close_entry(SPSC_PRODUCER);
         let h = self.shared.header();
         wait::wake(&h.data_waiters, &h.data_sem);
@@ -451,10 +466,18 @@ impl Consumer {
 
     /// Creates the channel, or opens it if it exists already.
     pub fn create_or_open(name: &str, opts: &Options) -> Result<Consumer> {
-        match Consumer::create(name, opts) {
-            Err(Error::AlreadyExists { .. }) => Consumer::open(name),
-            other => other,
-        }
+        channel::create_or_open(
+            name,
+            || Consumer::create(name, opts),
+            || Consumer::open(name),
+        )
+    }
+
+    /// Opens the channel `name`, waiting up to `timeout` for it to appear and for its
+    /// creator to finish setting it up (a peer that starts first need not loop on
+    /// [`Error::NotFound`]). [`Error::Timeout`] after that; any other error at once.
+    pub fn open_timeout(name: &str, timeout: Duration) -> Result<Consumer> {
+        Consumer::attach(Arc::new(channel::open_timeout(name, Kind::Spsc, timeout)?))
     }
 
     fn attach(mapped: Arc<Mapped>) -> Result<Consumer> {
@@ -624,6 +647,15 @@ impl Consumer {
 impl Drop for Consumer {
     fn drop(&mut self) {
         self.ring.release_now();
+        if channel::ring_empty(&self.shared)
+            && !matches!(
+                self.shared.entry_state(SPSC_PRODUCER),
+                PeerState::Alive(_) | PeerState::Never
+            )
+        {
+            // Drained a ring its creator handed over: the name is ours to remove.
+            channel::finish_hand_over(&self.shared);
+        }
         self.shared.close_entry(SPSC_CONSUMER);
         let h = self.shared.header();
         wait::wake(&h.space_waiters, &h.space_sem);

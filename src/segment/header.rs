@@ -43,6 +43,12 @@ pub const STATE_INIT: u32 = 0;
 /// `state` once the segment is ready.
 pub const STATE_READY: u32 = 1;
 
+/// `flags`: the creator asked for the name to outlive it (`Options::persist(true)`).
+pub const FLAG_PERSIST: u32 = 1;
+/// `flags`: the creator left with messages nobody has read, and left the name for the
+/// reader: whoever leaves the ring empty with nobody on the other side removes it.
+pub const FLAG_HANDED_OVER: u32 = 2;
+
 /// Endpoint slot index of the SPSC producer.
 pub const SPSC_PRODUCER: usize = 0;
 /// Endpoint slot index of the SPSC consumer.
@@ -213,8 +219,8 @@ pub struct Header {
     pub name: [AtomicU8; NAME_CAP],
     /// [`STATE_INIT`] then [`STATE_READY`] (stored with Release).
     pub state: AtomicU32,
-    /// Unused, zero.
-    pub reserved1: AtomicU32,
+    /// `FLAG_*` bits: how the segment's name is owned.
+    pub flags: AtomicU32,
     /// Who holds which role.
     pub endpoints: [Endpoint; MAX_ENDPOINTS],
     /// Producer position. SPSC: bytes ever published. MPMC: the enqueue index, positions
@@ -269,7 +275,7 @@ impl Header {
             name_len: u32z(),
             name: std::array::from_fn(|_| AtomicU8::new(0)),
             state: u32z(),
-            reserved1: u32z(),
+            flags: u32z(),
             endpoints: std::array::from_fn(|_| Endpoint {
                 word: u64z(),
                 start_time: u64z(),
@@ -309,7 +315,7 @@ const _: () = assert!(HEADER_SIZE % align_of::<Header>() == 0);
 /// A hash of the size and offset of every header field and of the record header: a peer
 /// built with another layout is refused instead of reading garbage.
 pub fn layout_hash() -> u64 {
-    let parts: [u64; 38] = [
+    let parts: [u64; 39] = [
         size_of::<Header>() as u64,
         align_of::<Header>() as u64,
         offset_of!(Header, magic) as u64,
@@ -329,6 +335,7 @@ pub fn layout_hash() -> u64 {
         offset_of!(Header, name_len) as u64,
         offset_of!(Header, name) as u64,
         offset_of!(Header, state) as u64,
+        offset_of!(Header, flags) as u64,
         offset_of!(Header, endpoints) as u64,
         size_of::<Endpoint>() as u64,
         MAX_ENDPOINTS as u64,
@@ -481,6 +488,9 @@ impl Mapped {
         h.slot_size.store(g.slot_size as u32, Ordering::Relaxed);
         h.slot_count.store(g.slot_count as u64, Ordering::Relaxed);
         let sem = mapped.seg.sem_id().map_or(0, |id| id as u32 + 1);
+        if !mapped.seg.removes_on_drop() {
+            h.flags.store(FLAG_PERSIST, Ordering::Relaxed);
+        }
         h.sem_id.store(sem, Ordering::Relaxed);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -90,7 +90,7 @@ pub struct Segment {
     name: String,
     backing: Backing,
     sysv_id: i32,
-    remove_on_drop: bool,
+    remove_on_drop: std::sync::atomic::AtomicBool,
     /// How this handle asks the kernel whether registry entries are held (see
     /// [`liveness`]).
     tracker: Tracker,
@@ -121,7 +121,7 @@ impl Segment {
             name: name.into(),
             backing: Backing::Posix,
             sysv_id: -1,
-            remove_on_drop: false,
+            remove_on_drop: Default::default(),
             tracker: Tracker::model(),
             held_mask: StdAtomicU64::new(0),
             heap: true,
@@ -199,7 +199,13 @@ impl Segment {
 
     /// Removes this segment's name now (the mapping stays valid).
     pub fn remove_name(&mut self) -> Result<()> {
-        self.remove_on_drop = false;
+        self.unlink()
+    }
+
+    /// Removes this segment's name now, like [`remove_name`](Self::remove_name), from a
+    /// shared handle.
+    pub(crate) fn unlink(&self) -> Result<()> {
+        self.remove_on_drop.store(false, StdOrdering::Relaxed);
         match (self.backing, &self.tracker) {
             // Only the file we have open: the name may have been removed and reused.
             (Backing::Posix, Tracker::Ofd(fd)) => posix::remove_if_same(&self.name, fd),
@@ -261,7 +267,17 @@ impl Segment {
 
     /// Whether the name is removed when this handle drops.
     pub fn set_remove_on_drop(&mut self, remove: bool) {
-        self.remove_on_drop = remove;
+        self.remove_on_drop.store(remove, StdOrdering::Relaxed);
+    }
+
+    /// Whether the name is removed when this handle drops.
+    pub fn removes_on_drop(&self) -> bool {
+        self.remove_on_drop.load(StdOrdering::Relaxed)
+    }
+
+    /// Keeps the name when this handle drops (a creator handing the name over).
+    pub(crate) fn keep_name(&self) {
+        self.remove_on_drop.store(false, StdOrdering::Relaxed);
     }
 
     /// The mapped length in bytes.
@@ -393,8 +409,8 @@ impl Drop for Segment {
             self.tracker.release(i);
             held &= held - 1;
         }
-        if self.remove_on_drop {
-            let _ = self.remove_name();
+        if self.removes_on_drop() {
+            let _ = self.unlink();
         }
         if self.len > 0 {
             match self.backing {

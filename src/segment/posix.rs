@@ -126,7 +126,7 @@ fn map(name: &str, fd: OwnedFd, len: usize, access: Access) -> Result<Segment> {
         name: name.into(),
         backing: Backing::Posix,
         sysv_id: -1,
-        remove_on_drop: access == (Access::ReadWrite { created: true }),
+        remove_on_drop: (access == (Access::ReadWrite { created: true })).into(),
         tracker: Tracker::Ofd(fd),
         held_mask: Default::default(),
         #[cfg(loom)]

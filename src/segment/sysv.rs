@@ -78,7 +78,7 @@ fn attach(
         name: name.into(),
         backing: Backing::SysV,
         sysv_id: id,
-        remove_on_drop: created,
+        remove_on_drop: created.into(),
         tracker,
         held_mask: Default::default(),
         #[cfg(loom)]
