@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::segment::header::{self, Geometry, Invalid, Kind, Mapped, PeerState, HEADER_SIZE};
 use crate::segment::Segment;
 use crate::sync::Ordering;
+use crate::wait::Gone;
 use crate::Options;
 
 /// How long `open` waits for a creator that has not finished initialising the segment.
@@ -151,11 +152,12 @@ impl Me {
 }
 
 /// The creator of a channel is leaving. If messages it published are waiting for a reader
-/// that is not there (never attached, closed, or dead), the name stays for the reader
-/// that comes, like a FIFO keeps what was written: ownership of the name passes to
-/// whoever leaves the ring empty with nobody on the other side ([`finish_hand_over`]).
-pub(crate) fn hand_over_if_unread(m: &Mapped, unread: bool, reader_alive: bool) {
-    if unread && !reader_alive && m.segment().removes_on_drop() {
+/// that never attached or closed its end (not one that crashed: its messages would wait
+/// for nobody, and a crash is not a hand-over), the name stays for the reader that comes,
+/// like a FIFO keeps what was written: ownership of the name passes to whoever leaves the
+/// ring empty with nobody on the other side ([`finish_hand_over`]).
+pub(crate) fn hand_over_if_unread(m: &Mapped, unread: bool, readers_closed_or_never: bool) {
+    if unread && readers_closed_or_never && m.segment().removes_on_drop() {
         m.header()
             .flags
             .fetch_or(header::FLAG_HANDED_OVER, Ordering::SeqCst);
@@ -230,20 +232,25 @@ impl PeerWatch {
         }
     }
 
-    /// Whether the peer is gone, closed or dead (asks the kernel now).
-    pub(crate) fn gone(&mut self, m: &Mapped) -> bool {
-        matches!(
-            m.entry_state(self.index),
-            PeerState::Closed | PeerState::Dead(_)
-        )
+    /// Whether the peer is gone, and how: closed or dead (asks the kernel now).
+    pub(crate) fn gone(&mut self, m: &Mapped) -> Option<Gone> {
+        match m.entry_state(self.index) {
+            PeerState::Closed => Some(Gone::Closed),
+            PeerState::Dead(_) => Some(Gone::Died),
+            PeerState::Never | PeerState::Alive(_) => None,
+        }
     }
 
     /// Like [`gone`](Self::gone), but asks the kernel at most once per
     /// [`LIVENESS_INTERVAL`]; between those it only looks at the closed flag.
-    pub(crate) fn gone_rate_limited(&mut self, m: &Mapped) -> bool {
+    pub(crate) fn gone_rate_limited(&mut self, m: &Mapped) -> Option<Gone> {
         if peer_closed(m, self.index) {
-            return true;
+            return Some(Gone::Closed);
         }
-        self.limit.due() && self.gone(m)
+        if self.limit.due() {
+            self.gone(m)
+        } else {
+            None
+        }
     }
 }

@@ -157,9 +157,17 @@ pub enum Error {
         /// The limit.
         max: usize,
     },
-    /// The other side has gone (closed, or its process died) and nothing more can arrive or be read.
-    #[error("the peer has disconnected (closed its end or its process died)")]
+    /// The other side closed its end cleanly (dropped it), and nothing more can arrive or
+    /// be read: the normal end of a stream.
+    #[error("the peer has disconnected (it closed its end)")]
     Disconnected,
+    /// The other side's process died without closing its end (killed, crashed): on the
+    /// reading side, returned once everything it published has been read; on the writing
+    /// side, at once. Not a normal end: the peer may have meant to send more.
+    #[error(
+        "the peer's process died without closing its end (everything it published has been read)"
+    )]
+    PeerDied,
     /// A `*_timeout` call ran out of time.
     #[error("timed out")]
     Timeout,
@@ -212,7 +220,7 @@ pub enum TrySendError {
     /// There is no room right now.
     #[error("the ring is full")]
     Full,
-    /// The consumer has gone.
+    /// The consumer has gone: closed, or its process died (`peer()` tells which).
     #[error("the peer has disconnected")]
     Disconnected,
     /// The message is larger than `max_message`.
@@ -237,7 +245,8 @@ pub enum TryRecvError {
     /// Nothing is published right now.
     #[error("the ring is empty")]
     Empty,
-    /// The producer has gone and everything it published has been read.
+    /// The producer has gone (closed, or its process died: `peer()` tells which) and
+    /// everything it published has been read.
     #[error("the peer has disconnected")]
     Disconnected,
     /// A value read from shared memory is out of range.

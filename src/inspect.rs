@@ -28,8 +28,8 @@ use serde_json::{json, Value};
 use crate::error::{Error, Result};
 use crate::segment::header::{
     self, layout_hash, word_role, Endpoint, Header, Kind, EP_ATTACHED, EP_CLOSED, EP_FREE,
-    HEADER_SIZE, MAGIC, MAX_ENDPOINTS, NAME_CAP, ROLE_RECEIVER, ROLE_SENDER, SPSC_CONSUMER,
-    SPSC_PRODUCER, STATE_READY, VERSION,
+    FLAG_HANDED_OVER, FLAG_PERSIST, HEADER_SIZE, MAGIC, MAX_ENDPOINTS, NAME_CAP, ROLE_RECEIVER,
+    ROLE_SENDER, SPSC_CONSUMER, SPSC_PRODUCER, STATE_READY, VERSION,
 };
 use crate::segment::{sysv_key, validate_name, Backing, Held, Segment};
 use crate::Wait;
@@ -223,6 +223,9 @@ pub struct Fields {
     pub mpmc_ever: Option<u32>,
     /// `lost`: MPMC messages lost to processes that died holding their slot.
     pub lost: Option<u64>,
+    /// `flags`: `FLAG_PERSIST` (1) made with `persist(true)`; `FLAG_HANDED_OVER` (2) its
+    /// creator left unread messages and the name for the reader.
+    pub flags: Option<u32>,
 }
 
 /// How full a ring is.
@@ -281,6 +284,12 @@ pub struct Report {
     pub fields: Fields,
     /// The non-free registry entries (read only for this format and layout).
     pub endpoints: Vec<EndpointInfo>,
+    /// Messages published and not yet read, counted record by record (SPSC) or slot by
+    /// slot (MPMC) for a valid segment of this format; `None` when they cannot be
+    /// counted (a damaged ring).
+    pub unread: Option<u64>,
+    /// The owner's uid (file owner, or System V `shm_perm.uid`), when it could be read.
+    pub uid: Option<u32>,
 }
 
 /// Byte offsets of the header fields in this build.
@@ -374,8 +383,12 @@ impl Report {
             check,
             validation,
             magic,
+            unread: (check == Check::Valid)
+                .then(|| count_unread(seg, &fields))
+                .flatten(),
             fields,
             endpoints,
+            uid: None,
         }
     }
 
@@ -394,7 +407,46 @@ impl Report {
             magic: None,
             fields: Fields::default(),
             endpoints: Vec::new(),
+            unread: None,
+            uid: None,
         }
+    }
+
+    /// Whether the creator asked for the name to outlive it (`Options::persist(true)`).
+    pub fn persistent(&self) -> bool {
+        self.fields.flags.is_some_and(|f| f & FLAG_PERSIST != 0)
+    }
+
+    /// Messages its creator left for a reader that has not drained them yet: the name
+    /// was handed over (see the README, "Roles, disconnects and crashes") and nobody
+    /// reads now. `clean` leaves such a segment alone.
+    pub fn pending(&self) -> Option<u64> {
+        let handed = self.fields.flags.is_some_and(|f| f & FLAG_HANDED_OVER != 0);
+        let reading = self.endpoints.iter().any(|e| {
+            matches!(e.role.as_str(), "consumer" | "receiver") && e.liveness == Liveness::Alive
+        });
+        match self.unread {
+            Some(n) if handed && n > 0 && !reading => Some(n),
+            _ => None,
+        }
+    }
+
+    /// Whether one side is alive while an endpoint of the other side died (its peer
+    /// waits in vain, or is about to be told `PeerDied`).
+    pub fn peer_dead(&self) -> bool {
+        let side = |roles: [&str; 2], l: Liveness| {
+            self.endpoints
+                .iter()
+                .any(|e| roles.contains(&e.role.as_str()) && e.liveness == l)
+        };
+        let writers = ["producer", "sender"];
+        let readers = ["consumer", "receiver"];
+        (side(writers, Liveness::Alive)
+            && side(readers, Liveness::Dead)
+            && !side(readers, Liveness::Alive))
+            || (side(readers, Liveness::Alive)
+                && side(writers, Liveness::Dead)
+                && !side(writers, Liveness::Alive))
     }
 
     /// Whether it passes every check an opener makes.
@@ -453,8 +505,12 @@ impl Report {
         if self.check != Check::Valid {
             return self.check.as_str();
         }
-        if stale_reason(self, SystemTime::now()).is_some() {
+        if self.pending().is_some() {
+            "pending"
+        } else if stale_reason(self, SystemTime::now()).is_some() {
             "stale"
+        } else if self.peer_dead() {
+            "peer dead"
         } else {
             "ok"
         }
@@ -542,6 +598,10 @@ impl Report {
         put("mpmc_open_receivers", json!(f.mpmc_live[1]));
         put("mpmc_ever", json!(f.mpmc_ever));
         put("lost", json!(f.lost));
+        put("flags", json!(f.flags));
+        put("persistent", json!(self.persistent()));
+        put("unread", json!(self.unread));
+        put("pending", json!(self.pending()));
         put("endpoints", json!(endpoints));
         Value::Object(m)
     }
@@ -592,6 +652,44 @@ fn read_fields(seg: &Segment) -> Fields {
         mpmc_live: [seg.load_u32(live), seg.load_u32(live + 4)],
         mpmc_ever: u32_at!(mpmc_ever),
         lost: u64_at!(lost),
+        flags: u32_at!(flags),
+    }
+}
+
+/// Counts the messages between the read and write positions of a valid segment without
+/// trusting them: every record header is bounds-checked, and a bad one gives `None`.
+fn count_unread(seg: &Segment, f: &Fields) -> Option<u64> {
+    let (w, r) = (f.write_pos?, f.read_pos?);
+    match Kind::from_raw(f.kind?)? {
+        Kind::Mpmc => {
+            let used = w.wrapping_sub(r);
+            (used <= f.slot_count?).then_some(used)
+        }
+        Kind::Spsc => {
+            let cap = f.capacity?;
+            let max = u64::from(f.max_message?);
+            if w.wrapping_sub(r) > cap || !cap.is_power_of_two() {
+                return None;
+            }
+            let (mut pos, mut n) = (r, 0u64);
+            while pos != w {
+                let off = pos & (cap - 1);
+                let len = u64::from(seg.load_u32(HEADER_SIZE + off as usize)?);
+                let step = if len == u64::from(crate::ring::spsc::PAD_FLAG) {
+                    cap - off
+                } else if len <= max {
+                    n += 1;
+                    crate::ring::record_size(len as usize) as u64
+                } else {
+                    return None;
+                };
+                if step == 0 || step > w.wrapping_sub(pos) {
+                    return None;
+                }
+                pos = pos.wrapping_add(step);
+            }
+            Some(n)
+        }
     }
 }
 
@@ -1050,6 +1148,10 @@ pub fn stale_reason(r: &Report, now: SystemTime) -> Option<String> {
         return None;
     }
     if r.fields.state != Some(STATE_READY) {
+        return None;
+    }
+    if r.pending().is_some() {
+        // Messages left for a reader to come: data, not debris.
         return None;
     }
     if r.endpoints

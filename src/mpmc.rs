@@ -43,10 +43,10 @@ use std::time::{Duration, Instant};
 use crate::channel::{self, Me};
 use crate::error::{Error, Result, TryRecvError, TrySendError};
 use crate::ring::mpmc::{claim_id, MpmcRing, RecvClaim, SendClaim, CANCELLED};
-use crate::segment::header::{split_word, EP_CLOSED, EP_FREE};
+use crate::segment::header::{split_word, word_role, PeerState, EP_CLOSED, EP_FREE};
 use crate::segment::header::{Geometry, Kind, Mapped, MAX_ENDPOINTS, ROLE_RECEIVER, ROLE_SENDER};
 use crate::sync::Arc;
-use crate::wait::{self, Wait, Waiting};
+use crate::wait::{self, Gone, Wait, Waiting};
 use crate::Options;
 
 fn mpmc_geometry(opts: &Options) -> Result<Geometry> {
@@ -142,15 +142,24 @@ impl Endpoint {
             .count()
     }
 
-    /// No endpoint of the other side is alive (one had attached). Asks the kernel.
-    fn other_side_gone(&self) -> bool {
+    /// No endpoint of the other side is alive (one had attached), and how they went: all
+    /// closed cleanly, or at least one died (its registration was never closed, so it
+    /// still counts in `mpmc_live`). Asks the kernel.
+    fn other_side_gone(&self) -> Option<Gone> {
         let h = self.shared.header();
         let other = 1 - self.side;
         if h.mpmc_ever.load(Ordering::Acquire) & (1 << other) == 0 {
-            return false;
+            return None;
         }
         let role = self.other_role();
-        !(0..MAX_ENDPOINTS).any(|i| self.shared.entry_live_with_role(i, role))
+        if (0..MAX_ENDPOINTS).any(|i| self.shared.entry_live_with_role(i, role)) {
+            return None;
+        }
+        Some(if h.mpmc_live[other].load(Ordering::Acquire) == 0 {
+            Gone::Closed
+        } else {
+            Gone::Died
+        })
     }
 
     /// Whether the rate-limited slow path (liveness, recovery) is due: at most once per
@@ -178,7 +187,15 @@ impl Drop for Endpoint {
         let other_alive = self.other_side_live() > 0;
         let empty = channel::ring_empty(&self.shared);
         if self.side == 0 {
-            channel::hand_over_if_unread(&self.shared, !empty, other_alive);
+            // Receivers that never attached or all closed (none alive, none crashed).
+            let absent = !(0..MAX_ENDPOINTS).any(|i| {
+                word_role(self.shared.entry_word(i)) == ROLE_RECEIVER
+                    && matches!(
+                        self.shared.entry_state(i),
+                        PeerState::Alive(_) | PeerState::Dead(_)
+                    )
+            });
+            channel::hand_over_if_unread(&self.shared, !empty, absent);
         }
         if empty && !other_alive {
             channel::finish_hand_over(&self.shared);
@@ -381,7 +398,7 @@ impl Sender {
             Ok(Some(claim)) => Ok(WriteGrant::new(ep, claim, len)),
             Ok(None) => {
                 if ep.slow_path_due() {
-                    if ep.other_side_gone() {
+                    if ep.other_side_gone().is_some() {
                         return Err(TrySendError::Disconnected);
                     }
                     if ep.ring.recover_send() {
@@ -427,7 +444,13 @@ impl Sender {
                             .map_err(Error::from)
                             .transpose()
                     },
-                    || ep.slow_path_due() && !ep.ring.recover_send() && ep.other_side_gone(),
+                    || {
+                        if ep.slow_path_due() && !ep.ring.recover_send() {
+                            ep.other_side_gone()
+                        } else {
+                            None
+                        }
+                    },
                 )?
             }
         };
@@ -436,7 +459,7 @@ impl Sender {
 
     /// Whether every receiver has gone (closed, or died). Asks the kernel.
     pub fn is_disconnected(&self) -> bool {
-        self.ep.other_side_gone()
+        self.ep.other_side_gone().is_some()
     }
 
     /// How many receivers (registrations, each shared by its clones) are attached and
@@ -486,6 +509,18 @@ impl Receiver {
         self.recv_inner(Some(Instant::now() + timeout))
     }
 
+    /// The next message, or `Ok(None)` once every sender has closed its end and every
+    /// message is taken: `while let Some(m) = rx.recv_or_end()? { .. }`. When the
+    /// senders are gone and at least one died without closing, [`Error::PeerDied`] (after
+    /// the published messages are taken).
+    pub fn recv_or_end(&self) -> Result<Option<ReadGuard<'_>>> {
+        match self.recv_inner(None) {
+            Ok(m) => Ok(Some(m)),
+            Err(Error::Disconnected) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The next message if one is published now; never waits.
     pub fn try_recv(&self) -> Result<ReadGuard<'_>, TryRecvError> {
         let ep = &*self.ep;
@@ -500,13 +535,13 @@ impl Receiver {
             if let Some(claim) = ep.ring.recover_recv(ep.claim).map_err(corrupt)? {
                 return Ok(ReadGuard::new(ep, claim));
             }
-            look_again = ep.other_side_gone();
+            look_again = ep.other_side_gone().is_some();
         }
         if look_again {
             // The senders published before they left: look once more.
             return match ep.ring.try_claim_recv(ep.claim).map_err(corrupt)? {
                 Some(claim) => Ok(ReadGuard::new(ep, claim)),
-                None if ep.other_side_closed() || ep.other_side_gone() => {
+                None if ep.other_side_closed() || ep.other_side_gone().is_some() => {
                     Err(TryRecvError::Disconnected)
                 }
                 None => Err(TryRecvError::Empty),
@@ -551,17 +586,17 @@ impl Receiver {
             },
             || {
                 if !ep.slow_path_due() {
-                    return false;
+                    return None;
                 }
                 match ep.ring.recover_recv(ep.claim) {
                     Ok(Some(c)) => {
                         *found.borrow_mut() = Some(Ok(c));
-                        false
+                        None
                     }
                     Ok(None) => ep.other_side_gone(),
                     Err(c) => {
                         *found.borrow_mut() = Some(Err(c.into()));
-                        false
+                        None
                     }
                 }
             },
@@ -571,7 +606,7 @@ impl Receiver {
 
     /// Whether every sender has gone (closed, or died). Asks the kernel.
     pub fn is_disconnected(&self) -> bool {
-        self.ep.other_side_gone()
+        self.ep.other_side_gone().is_some()
     }
 
     /// How many senders (registrations, each shared by its clones) are attached and

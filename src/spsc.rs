@@ -223,7 +223,7 @@ impl Producer {
         match self.ring.try_reserve(len) {
             Ok(Some(off)) => Ok(WriteGrant::new(self, off, len)),
             Ok(None) => {
-                if self.peer.gone_rate_limited(&self.shared) {
+                if self.peer.gone_rate_limited(&self.shared).is_some() {
                     Err(TrySendError::Disconnected)
                 } else {
                     Err(TrySendError::Full)
@@ -331,7 +331,7 @@ impl Producer {
 
     /// Whether the consumer has gone (closed, or its process died). Asks the kernel.
     pub fn is_disconnected(&mut self) -> bool {
-        self.peer.gone(&self.shared)
+        self.peer.gone(&self.shared).is_some()
     }
 
     /// What the segment says of the consumer: never attached, alive (with its pid),
@@ -344,10 +344,11 @@ impl Producer {
 impl Drop for Producer {
     fn drop(&mut self) {
         self.ring.publish();
-        let reader_alive = matches!(self.shared.entry_state(SPSC_CONSUMER), PeerState::Alive(_));
+        let reader = self.shared.entry_state(SPSC_CONSUMER);
         let empty = channel::ring_empty(&self.shared);
-        channel::hand_over_if_unread(&self.shared, !empty, reader_alive);
-        if empty && !reader_alive {
+        let reader_absent = matches!(reader, PeerState::Never | PeerState::Closed);
+        channel::hand_over_if_unread(&self.shared, !empty, reader_absent);
+        if empty && !matches!(reader, PeerState::Alive(_)) {
             // A handed-over ring we (not its creator) leave empty: nobody needs the name.
             channel::finish_hand_over(&self.shared);
         }
@@ -502,6 +503,27 @@ impl Consumer {
         self.recv_inner(Some(Instant::now() + timeout))
     }
 
+    /// The next message, or `Ok(None)` once the producer has closed its end and every
+    /// message is read: a loop that ends on a clean close in one line,
+    /// `while let Some(m) = rx.recv_or_end()? { .. }`. A producer that died without
+    /// closing is [`Error::PeerDied`] (after its messages are read), not an end.
+    ///
+    /// ```no_run
+    /// # fn main() -> shmlane::Result<()> {
+    /// let mut rx = shmlane::spsc::Consumer::open("/demo")?;
+    /// while let Some(m) = rx.recv_or_end()? {
+    ///     println!("{} bytes, tag {}", m.len(), m.tag());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn recv_or_end(&mut self) -> Result<Option<ReadGuard<'_>>> {
+        match self.recv_inner(None) {
+            Ok(m) => Ok(Some(m)),
+            Err(Error::Disconnected) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The next message if one is published now; never waits.
     #[inline]
     pub fn try_recv(&mut self) -> Result<ReadGuard<'_>, TryRecvError> {
@@ -511,7 +533,7 @@ impl Consumer {
                 rec,
             }),
             Ok(None) => {
-                if self.peer.gone_rate_limited(&self.shared) {
+                if self.peer.gone_rate_limited(&self.shared).is_some() {
                     // The producer published before it left: look once more.
                     match self.ring.try_peek() {
                         Ok(Some(rec)) => Ok(ReadGuard {
@@ -634,7 +656,7 @@ impl Consumer {
 
     /// Whether the producer has gone (closed, or its process died). Asks the kernel.
     pub fn is_disconnected(&mut self) -> bool {
-        self.peer.gone(&self.shared)
+        self.peer.gone(&self.shared).is_some()
     }
 
     /// What the segment says of the producer: never attached, alive (with its pid),

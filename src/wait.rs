@@ -80,6 +80,24 @@ impl std::fmt::Display for Wait {
     }
 }
 
+/// How the other side went away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gone {
+    /// It closed its end: [`Error::Disconnected`].
+    Closed,
+    /// Its process died without closing: [`Error::PeerDied`].
+    Died,
+}
+
+impl Gone {
+    pub(crate) fn error(self) -> Error {
+        match self {
+            Gone::Closed => Error::Disconnected,
+            Gone::Died => Error::PeerDied,
+        }
+    }
+}
+
 /// How long a sleeper sleeps before it re-checks that its peer is alive.
 pub(crate) const SLICE: Duration = Duration::from_millis(50);
 
@@ -194,22 +212,24 @@ pub(crate) struct Waiting<'a> {
 /// more when the deadline has passed; it keeps its own rate limit across calls (the
 /// endpoint's, see `channel::LIVENESS_INTERVAL`), so a caller waiting in short slices is
 /// told of a dead peer as soon as one waiting in long ones. When it says the peer is
-/// gone, `check` gets one last try and then the result is [`Error::Disconnected`].
+/// gone, `check` gets one last try (when draining) and then the result is the error that
+/// says how it went ([`Gone::error`]).
 pub(crate) fn wait_until<T>(
     w: Waiting<'_>,
     mut check: impl FnMut() -> Option<Result<T>>,
-    mut peer_gone: impl FnMut() -> bool,
+    mut peer_gone: impl FnMut() -> Option<Gone>,
 ) -> Result<T> {
     let backoff = Backoff::new();
     let mut polls: u32 = 0;
     let mut spin_start: Option<Instant> = None;
-    let gone = |drain: bool, check: &mut dyn FnMut() -> Option<Result<T>>| -> Result<T> {
-        if drain {
-            check().unwrap_or(Err(Error::Disconnected))
-        } else {
-            Err(Error::Disconnected)
-        }
-    };
+    let gone =
+        |how: Gone, drain: bool, check: &mut dyn FnMut() -> Option<Result<T>>| -> Result<T> {
+            if drain {
+                check().unwrap_or(Err(how.error()))
+            } else {
+                Err(how.error())
+            }
+        };
     loop {
         if let Some(r) = check() {
             return r;
@@ -252,8 +272,8 @@ pub(crate) fn wait_until<T>(
                         if let Some(r) = check() {
                             return r;
                         }
-                        if peer_gone() {
-                            return gone(w.drain_when_gone, &mut check);
+                        if let Some(how) = peer_gone() {
+                            return gone(how, w.drain_when_gone, &mut check);
                         }
                         return Err(Error::Timeout);
                     }
@@ -281,14 +301,14 @@ pub(crate) fn wait_until<T>(
                 if let Some(r) = check() {
                     return r;
                 }
-                if peer_gone() {
-                    return gone(w.drain_when_gone, &mut check);
+                if let Some(how) = peer_gone() {
+                    return gone(how, w.drain_when_gone, &mut check);
                 }
                 return Err(Error::Timeout);
             }
         }
-        if peer_gone() {
-            return gone(w.drain_when_gone, &mut check);
+        if let Some(how) = peer_gone() {
+            return gone(how, w.drain_when_gone, &mut check);
         }
     }
 }

@@ -1015,7 +1015,8 @@ fn dead_producer_drains_then_disconnected() {
         assert_eq!(*tag, i as u32);
         assert_eq!(payload, &vec![i as u8; 16]);
     }
-    assert!(matches!(end, Error::Disconnected), "{end:?}");
+    // A death is not a clean end: PeerDied, after everything it published.
+    assert!(matches!(end, Error::PeerDied), "{end:?}");
     assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
 }
 
@@ -1041,10 +1042,12 @@ fn dead_consumer_is_disconnected_for_producer() {
         }
         assert!(sent < 1000, "the ring never filled");
     };
+    // try_* say Disconnected for both ends; peer() tells a death.
     assert_eq!(err, TrySendError::Disconnected);
+    assert!(matches!(tx.peer(), shmlane::PeerState::Dead(_)));
     let start = Instant::now();
     let r = tx.send_timeout(&[1u8; 64], Duration::from_secs(2));
-    assert!(matches!(r, Err(Error::Disconnected)), "{r:?}");
+    assert!(matches!(r, Err(Error::PeerDied)), "{r:?}");
     assert!(
         start.elapsed() < Duration::from_secs(1),
         "{:?}",

@@ -175,9 +175,28 @@ fn ls_shows_posix_spsc_and_sysv_mpmc() {
     drop(rx);
     let e = ls_entry(&spsc).unwrap();
     assert_eq!(e["endpoints"][1]["liveness"], "closed");
+    // The creators leave with messages nobody read: the names stay for a reader.
     drop((tx, sender));
-    assert!(ls_entry(&spsc).is_none(), "the creator removed the name");
-    assert!(ls_entry(&mpmc).is_none(), "the creator removed the name");
+    let e = ls_entry(&spsc).expect("a handed-over ring keeps its name");
+    assert_eq!(e["status"], "pending", "{e}");
+    assert!(e["pending"].as_u64().unwrap() > 0, "{e}");
+    let o = run(&["ls"]);
+    assert!(text(&o.stdout).contains(" unread)"), "{}", show(&o));
+    // A reader drains them and, nobody being left, removes the name.
+    let mut rx = Consumer::open(&spsc).unwrap();
+    while rx.try_recv().is_ok() {}
+    drop(rx);
+    assert!(
+        ls_entry(&spsc).is_none(),
+        "the reader removed the drained name"
+    );
+    let rx = shmlane::mpmc::Receiver::open(&mpmc).unwrap();
+    while rx.try_recv().is_ok() {}
+    drop(rx);
+    assert!(
+        ls_entry(&mpmc).is_none(),
+        "the reader removed the drained name"
+    );
 }
 
 #[test]

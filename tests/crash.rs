@@ -58,7 +58,8 @@ fn drain(rx: &mut Consumer, mut next: u64) -> u64 {
                 assert!(check(&m, next), "message {next} torn (bytes)");
                 next += 1;
             }
-            Err(Error::Disconnected) => return next,
+            // A killed producer ends the stream with PeerDied, a clean one with Disconnected.
+            Err(Error::Disconnected | Error::PeerDied) => return next,
             Err(e) => panic!("after {next} messages: {e}"),
         }
         assert!(
@@ -209,8 +210,8 @@ fn consumer_killed_holding_a_guard() {
             fill(&mut buf, seq);
             match tx.send_tagged_timeout(seq as u32, &buf, Duration::from_secs(5)) {
                 Ok(()) => seq += 1,
-                Err(Error::Disconnected) => break,
-                Err(e) => panic!("expected Disconnected, got {e}"),
+                Err(Error::PeerDied) => break,
+                Err(e) => panic!("expected PeerDied (the consumer was killed), got {e}"),
             }
         }
         assert!(
@@ -310,7 +311,8 @@ fn mpmc_senders_killed_mid_stream() {
                     assert!(last[id].map_or(true, |l| seq > l), "duplicate or reorder");
                     last[id] = Some(seq);
                 }
-                Err(Error::Disconnected) => break,
+                // Both senders were killed: a crash, not a clean end.
+                Err(Error::PeerDied) => break,
                 Err(e) => panic!("{e}"),
             }
             assert!(

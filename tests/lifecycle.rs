@@ -234,3 +234,90 @@ fn open_timeout_waits_for_the_name_then_times_out() {
     drop((tx, rx));
     assert!(!Path::new(&format!("/dev/shm{}", name.0)).exists());
 }
+
+/// Child: open the channel as a writer, send 3 messages, then die without closing.
+#[test]
+fn child_send_and_die() {
+    if !is_child("child_send_and_die") {
+        return;
+    }
+    let name = child_arg("NAME");
+    if child_arg("KIND") == "mpmc" {
+        let tx = Sender::open(&name).unwrap();
+        for i in 0..3u32 {
+            tx.send_tagged(i, b"x").unwrap();
+        }
+        std::mem::forget(tx);
+    } else {
+        let mut tx = Producer::open(&name).unwrap();
+        for i in 0..3u32 {
+            tx.send_tagged(i, b"x").unwrap();
+        }
+        std::mem::forget(tx);
+    }
+    // SAFETY: kill takes plain integers; the process ends here.
+    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+}
+
+/// `recv_or_end` ends a loop with `Ok(None)` on a clean close, and a crash is
+/// `PeerDied` after everything the dead writer published: the two never look alike.
+#[test]
+fn recv_or_end_tells_a_clean_end_from_a_crash() {
+    // SPSC, clean.
+    let name = TestName::new("end-clean");
+    let mut rx = Consumer::create(&name, &Options::new().capacity(4096)).unwrap();
+    let mut tx = Producer::open(&name).unwrap();
+    for i in 0..3u32 {
+        tx.send_tagged(i, b"x").unwrap();
+    }
+    drop(tx);
+    let mut tags = Vec::new();
+    while let Some(m) = rx.recv_or_end().unwrap() {
+        tags.push(m.tag());
+    }
+    assert_eq!(tags, [0, 1, 2]);
+    // SPSC, killed.
+    let name = TestName::new("end-died");
+    let mut rx = Consumer::create(&name, &Options::new().capacity(4096)).unwrap();
+    let child = spawn_child(
+        "child_send_and_die",
+        &[("NAME", name.0.clone()), ("KIND", "spsc".into())],
+    );
+    let mut tags = Vec::new();
+    let end = loop {
+        match rx.recv_or_end() {
+            Ok(Some(m)) => tags.push(m.tag()),
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    assert!(matches!(end, Err(Error::PeerDied)), "{end:?}");
+    assert_eq!(tags, [0, 1, 2]);
+    assert!(!wait_child(child, Duration::from_secs(10)).success());
+    // MPMC, clean then killed.
+    let name = TestName::new("end-mpmc");
+    let opts = Options::new().slots(16).max_message(64);
+    let rx = Receiver::create(&name, &opts).unwrap();
+    let tx = Sender::open(&name).unwrap();
+    tx.send(b"a").unwrap();
+    drop(tx);
+    assert_eq!(&rx.recv_or_end().unwrap().unwrap()[..], b"a");
+    assert!(rx.recv_or_end().unwrap().is_none());
+    let name = TestName::new("end-mpmc-died");
+    let rx = Receiver::create(&name, &opts).unwrap();
+    let child = spawn_child(
+        "child_send_and_die",
+        &[("NAME", name.0.clone()), ("KIND", "mpmc".into())],
+    );
+    let mut n = 0;
+    let end = loop {
+        match rx.recv_or_end() {
+            Ok(Some(_)) => n += 1,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    assert!(matches!(end, Err(Error::PeerDied)), "{end:?}");
+    assert_eq!(n, 3);
+    assert!(!wait_child(child, Duration::from_secs(10)).success());
+}

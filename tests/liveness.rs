@@ -712,11 +712,15 @@ fn recv_step(rx: &mut Consumer, how: Waiting) -> Result<bool, Error> {
             Err(Error::Timeout) => Ok(false),
             Err(e) => Err(e),
         },
-        Waiting::Polling => match rx.try_recv() {
-            Ok(_) => Ok(true),
+        Waiting::Polling => match rx.try_recv().map(|_| ()) {
+            Ok(()) => Ok(true),
             Err(TryRecvError::Empty) => {
                 std::thread::sleep(Duration::from_millis(1));
                 Ok(false)
+            }
+            // try_* say Disconnected for both ends; `peer()` tells a death apart.
+            Err(TryRecvError::Disconnected) if matches!(rx.peer(), PeerState::Dead(_)) => {
+                Err(Error::PeerDied)
             }
             Err(e) => Err(e.into()),
         },
@@ -724,7 +728,7 @@ fn recv_step(rx: &mut Consumer, how: Waiting) -> Result<bool, Error> {
 }
 
 /// The producer child is SIGKILLed while the consumer waits, and not reaped: the consumer
-/// must drain and get `Disconnected` within `DEAD_WITHIN` of the kill.
+/// must drain and get `PeerDied` within `DEAD_WITHIN` of the kill.
 fn unreaped_producer_killed(how: Waiting) {
     let name = TestName::new("zombie-prod");
     let mut rx = Consumer::create(&name, &Options::new().capacity(4096).max_message(64)).unwrap();
@@ -752,7 +756,7 @@ fn unreaped_producer_killed(how: Waiting) {
             match recv_step(&mut rx, how) {
                 Ok(true) => break Err("a message after the last one".to_string()),
                 Ok(false) => {}
-                Err(Error::Disconnected) => break Ok(Instant::now()),
+                Err(Error::PeerDied) => break Ok(Instant::now()),
                 Err(e) => break Err(e.to_string()),
             }
         };
@@ -768,9 +772,9 @@ fn unreaped_producer_killed(how: Waiting) {
     let r = done_rx.recv_timeout(Duration::from_secs(3));
     let noticed = match r {
         Ok(Ok(t)) => t.duration_since(killed),
-        Ok(Err(e)) => panic!("{how:?}: expected Disconnected, got {e}"),
+        Ok(Err(e)) => panic!("{how:?}: expected PeerDied, got {e}"),
         Err(_) => {
-            panic!("{how:?}: no Disconnected within 3 s of SIGKILLing the (unreaped) producer")
+            panic!("{how:?}: no PeerDied within 3 s of SIGKILLing the (unreaped) producer")
         }
     };
     assert!(
@@ -847,7 +851,7 @@ fn unreaped_killed_mpmc_senders_recv_timeout_loop() {
                 match rx.recv_timeout(Duration::from_millis(100)) {
                     Ok(m) => break Err(format!("an unexpected message, tag {}", m.tag())),
                     Err(Error::Timeout) => {}
-                    Err(Error::Disconnected) => break Ok(Instant::now()),
+                    Err(Error::PeerDied) => break Ok(Instant::now()),
                     Err(e) => break Err(e.to_string()),
                 }
             };
@@ -878,9 +882,9 @@ fn unreaped_killed_mpmc_senders_recv_timeout_loop() {
                     "receiver {r} noticed the killed, unreaped senders after {noticed:?} (contract: {DEAD_WITHIN:?})"
                 );
             }
-            Ok((r, Err(e))) => panic!("receiver {r}: expected Disconnected, got {e}"),
+            Ok((r, Err(e))) => panic!("receiver {r}: expected PeerDied, got {e}"),
             Err(_) => panic!(
-                "a receiver got no Disconnected within 3 s of SIGKILLing the last (unreaped) sender"
+                "a receiver got no PeerDied within 3 s of SIGKILLing the last (unreaped) sender"
             ),
         }
     }

@@ -60,8 +60,8 @@ fn a_stale_entry_whose_pid_now_runs_is_dead() {
             assert_eq!(&rx.recv().unwrap()[..], b"before");
             let t = Instant::now();
             match rx.recv() {
-                Err(Error::Disconnected) => {}
-                other => panic!("{backing:?}: expected Disconnected, got {other:?}"),
+                Err(Error::PeerDied) => {}
+                other => panic!("{backing:?}: expected PeerDied, got {other:?}"),
             }
             assert!(
                 t.elapsed() < Duration::from_millis(500),

@@ -320,7 +320,7 @@ pub fn child_main(words: &[String]) -> ! {
             loop {
                 let m = match rx.recv() {
                     Ok(m) => m,
-                    Err(Error::Disconnected) => break,
+                    Err(Error::Disconnected | Error::PeerDied) => break,
                     Err(e) => fail(format!("recv: {e}")),
                 };
                 report(&m, n == hold);
@@ -337,7 +337,7 @@ pub fn child_main(words: &[String]) -> ! {
             loop {
                 let m = match rx.recv() {
                     Ok(m) => m,
-                    Err(Error::Disconnected) => break,
+                    Err(Error::Disconnected | Error::PeerDied) => break,
                     Err(e) => fail(format!("recv: {e}")),
                 };
                 report(&m, n == hold);
@@ -555,7 +555,7 @@ fn drain_spsc(
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(m) => f(unstamp(&m)),
-            Err(Error::Disconnected) => return true,
+            Err(Error::Disconnected | Error::PeerDied) => return true,
             Err(Error::Timeout) => return false,
             Err(e) => {
                 f(Err(format!("recv: {e}")));
@@ -709,7 +709,7 @@ fn spsc_consumer(
                 let left = deadline.saturating_duration_since(Instant::now());
                 match tx.send_timeout(&buf[..len], left) {
                     Ok(()) => seq += 1,
-                    Err(Error::Disconnected) if Instant::now() < deadline => {
+                    Err(Error::Disconnected | Error::PeerDied) if Instant::now() < deadline => {
                         std::thread::sleep(Duration::from_millis(1))
                     }
                     Err(_) => return false,
@@ -883,7 +883,7 @@ fn drain_mpmc(
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(m) => f(unstamp(&m)),
-            Err(Error::Disconnected) => return true,
+            Err(Error::Disconnected | Error::PeerDied) => return true,
             Err(Error::Timeout) => return false,
             Err(e) => {
                 f(Err(format!("recv: {e}")));

@@ -513,6 +513,13 @@ mod ops {
         v.map_or_else(|| "-".to_string(), |v| v.to_string())
     }
 
+    fn status_text(r: &Report) -> String {
+        match r.pending() {
+            Some(n) => format!("pending ({n} unread)"),
+            None => r.status().to_string(),
+        }
+    }
+
     fn kind_text(r: &Report) -> String {
         r.kind().map_or_else(|| "-".into(), |k| k.as_str().into())
     }
@@ -607,7 +614,7 @@ mod ops {
                     r.name.clone(),
                     r.backing.to_string(),
                     kind_text(r),
-                    r.status().to_string(),
+                    status_text(r),
                     capacity_text(r),
                     fill_text(r),
                     created_text(r),
@@ -776,6 +783,18 @@ mod ops {
         );
         line("light_wakers", or_dash(f.light_wakers));
         line("lost", or_dash(f.lost));
+        line(
+            "unread",
+            match (r.unread, r.pending()) {
+                (_, Some(n)) => format!("{n} messages, left by the creator for a reader (pending)"),
+                (Some(n), None) => format!("{n} messages"),
+                (None, None) => "-".into(),
+            },
+        );
+        line(
+            "persistent",
+            if r.persistent() { "yes" } else { "no" }.into(),
+        );
         if r.kind() == Some(Kind::Mpmc) {
             let ever = f.mpmc_ever.unwrap_or(0);
             line(
