@@ -137,11 +137,15 @@ pub enum Error {
         /// How long we waited.
         waited_ms: u64,
     },
-    /// Another live process already holds this role.
-    #[error("that role is already held by live process {pid}; a channel has one producer and one consumer")]
+    /// Another live endpoint already holds this role of the channel.
+    #[error("the {role} role of {name} is already held by a live process (pid {pid} in its own PID namespace); a channel has one producer and one consumer at a time")]
     RoleTaken {
-        /// The pid of the process that holds the role.
+        /// The pid the holder registered (as its own PID namespace sees it).
         pid: i32,
+        /// The segment name.
+        name: String,
+        /// The role asked for.
+        role: Role,
     },
     /// Every endpoint slot of an MPMC segment's registry is held by a live process.
     #[error("all {max} endpoint slots of this channel are held by live processes; close some senders or receivers first")]

@@ -891,6 +891,7 @@ struct SysvRow {
     id: i32,
     mode: u32,
     nattch: u64,
+    uid: Option<u32>,
 }
 
 /// `SHM_DEST` in the mode of `/proc/sysvipc/shm`: removed, still attached.
@@ -911,6 +912,7 @@ fn sysv_rows() -> Vec<SysvRow> {
     else {
         return Vec::new();
     };
+    let cu = col("uid");
     lines
         .filter_map(|l| {
             let v: Vec<&str> = l.split_whitespace().collect();
@@ -919,6 +921,7 @@ fn sysv_rows() -> Vec<SysvRow> {
                 id: v.get(ci)?.parse().ok()?,
                 mode: u32::from_str_radix(v.get(cp)?, 8).ok()?,
                 nattch: v.get(cn)?.parse().ok()?,
+                uid: cu.and_then(|c| v.get(c)?.parse().ok()),
             })
         })
         .collect()
@@ -952,12 +955,17 @@ fn report_sysv(id: i32, expected: Option<&str>, row: Option<SysvRow>) -> Result<
     r.sysv_removed = removed;
     // Our own read-only attachment is not in a count read before it was made.
     r.sysv_nattch = row.map(|r| r.nattch);
+    r.uid = row.and_then(|r| r.uid);
     Ok(r)
 }
 
 fn report_posix(name: &str) -> Result<Report> {
     let seg = Segment::open_posix_readonly(name)?;
-    Ok(Report::from_segment(&seg, Some(name), None))
+    let mut r = Report::from_segment(&seg, Some(name), None);
+    r.uid = std::fs::metadata(format!("{DEV_SHM}{name}"))
+        .ok()
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m));
+    Ok(r)
 }
 
 /// Every segment on the machine, POSIX (`/dev/shm`) and System V (`/proc/sysvipc/shm`),

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::channel::{self, peer_closed, Me, PeerWatch};
-use crate::error::{Error, Result, TryRecvError, TrySendError};
+use crate::error::{Error, Result, Role, TryRecvError, TrySendError};
 use crate::ring::spsc::{ConsumerRing, Corrupt, ProducerRing, Record};
 use crate::segment::header::{Geometry, Kind, Mapped, PeerState, SPSC_CONSUMER, SPSC_PRODUCER};
 use crate::wait::{self, Wait, Waiting};
@@ -56,7 +56,15 @@ fn attach_side<R>(
         .is_none()
     {
         let (pid, _) = crate::segment::header::split_word(mapped.entry_word(index));
-        return Err(Error::RoleTaken { pid });
+        return Err(Error::RoleTaken {
+            pid,
+            name: mapped.segment().name().to_string(),
+            role: if index == SPSC_PRODUCER {
+                Role::Producer
+            } else {
+                Role::Consumer
+            },
+        });
     }
     wait::announce_light_waker(&mapped.header().light_wakers);
     match make_ring(mapped.clone()) {

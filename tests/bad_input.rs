@@ -600,7 +600,7 @@ fn second_producer_in_same_process_is_role_taken() {
     let _tx = Producer::create(&name, &small()).unwrap();
     let r = Producer::open(&name);
     assert!(
-        matches!(r, Err(Error::RoleTaken { pid }) if pid == std::process::id() as i32),
+        matches!(r, Err(Error::RoleTaken { pid, .. }) if pid == std::process::id() as i32),
         "{r:?}"
     );
 }
@@ -613,12 +613,12 @@ fn second_consumer_in_same_process_is_role_taken() {
     let _rx = Consumer::open(&name).unwrap();
     let r = Consumer::open(&name);
     assert!(
-        matches!(r, Err(Error::RoleTaken { pid }) if pid == std::process::id() as i32),
+        matches!(r, Err(Error::RoleTaken { pid, .. }) if pid == std::process::id() as i32),
         "{r:?}"
     );
     let r = Consumer::create_or_open(&name, &small());
     assert!(
-        matches!(r, Err(Error::RoleTaken { pid }) if pid == std::process::id() as i32),
+        matches!(r, Err(Error::RoleTaken { pid, .. }) if pid == std::process::id() as i32),
         "{r:?}"
     );
 }
@@ -632,12 +632,12 @@ fn roles_held_by_another_process_are_role_taken() {
         assert_ne!(holder, std::process::id() as i32);
         let r = Producer::open(&name);
         assert!(
-            matches!(r, Err(Error::RoleTaken { pid }) if pid == holder),
+            matches!(r, Err(Error::RoleTaken { pid, .. }) if pid == holder),
             "Producer::open: {r:?}"
         );
         let r = Consumer::open(&name);
         assert!(
-            matches!(r, Err(Error::RoleTaken { pid }) if pid == holder),
+            matches!(r, Err(Error::RoleTaken { pid, .. }) if pid == holder),
             "Consumer::open: {r:?}"
         );
         return;

@@ -168,7 +168,11 @@ fn ls_shows_posix_spsc_and_sysv_mpmc() {
         .lines()
         .find(|l| l.starts_with(mpmc.as_str()))
         .expect(&out);
-    assert!(row.contains("sysv") && row.contains("mpmc") && row.contains("16 x 192 B"));
+    // Slots of the message size asked for (each slot is 192 B: `inspect` shows it).
+    assert!(
+        row.contains("sysv") && row.contains("mpmc") && row.contains("16 x 100 B"),
+        "{row}"
+    );
     assert!(row.contains("2 slots (12.5%)"), "{row}");
 
     // Closed endpoints show as closed.
@@ -412,8 +416,17 @@ fn clean_removes_segments_whose_endpoints_died() {
     let live = TestName::new("cli-clean-live");
     let _tx = Producer::create(&live, &Options::new().capacity(4096)).unwrap();
 
+    // Both were made with persist(true): plain `clean` keeps them.
+    let o = run(&["clean", "--dry-run", &spsc, &mpmc]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(
+        text(&o.stdout).starts_with("no stale segments (persistent ones are kept"),
+        "{}",
+        show(&o)
+    );
+
     // --dry-run over everything lists both and removes nothing.
-    let o = run(&["clean", "--dry-run"]);
+    let o = run(&["clean", "--dry-run", "--include-persistent"]);
     assert!(o.status.success(), "{}", show(&o));
     let out = text(&o.stdout);
     let line = out
@@ -432,7 +445,7 @@ fn clean_removes_segments_whose_endpoints_died() {
     assert!(ls_entry(&spsc).is_some() && ls_entry(&mpmc).is_some());
 
     // Clean only ours (other tests may have stale segments of their own right now).
-    let o = run(&["clean", &spsc, &mpmc, &live]);
+    let o = run(&["clean", "--include-persistent", &spsc, &mpmc, &live]);
     assert!(o.status.success(), "{}", show(&o));
     let out = text(&o.stdout);
     assert!(
@@ -445,9 +458,57 @@ fn clean_removes_segments_whose_endpoints_died() {
     );
     assert!(ls_entry(&spsc).is_none() && ls_entry(&mpmc).is_none());
     assert!(ls_entry(&live).is_some());
-    let o = run(&["clean", &live]);
+    let o = run(&["clean", "--include-persistent", &live]);
     assert!(o.status.success(), "{}", show(&o));
     assert_eq!(text(&o.stdout).trim(), "no stale segments");
+    // A NAME that does not exist is an error, not "nothing stale".
+    let o = run(&["clean", &spsc]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(
+        text(&o.stderr).starts_with(&format!(
+            "shmlane: no shared-memory segment named {}",
+            spsc.as_str()
+        )),
+        "{}",
+        show(&o)
+    );
+    assert!(!text(&o.stderr).contains("create it first"), "{}", show(&o));
+}
+
+/// `clean` run by one user never removes another user's stale segments, even ones it
+/// may read.
+#[test]
+fn clean_leaves_other_users_segments_alone() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP: needs root to run clean as another user");
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+        return;
+    }
+    let name = TestName::new("cli-clean-other-user");
+    // A stale segment of root's that anyone may read: its producer closed, no reader.
+    drop(
+        Producer::create(
+            &name,
+            &Options::new().capacity(4096).mode(0o666).persist(true),
+        )
+        .unwrap(),
+    );
+    assert_eq!(ls_entry(&name).unwrap()["status"], "stale");
+    let o = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", BIN])
+        .args(["clean", "--include-persistent", name.as_str()])
+        .output()
+        .expect("setpriv");
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(
+        text(&o.stdout).starts_with("no stale segments"),
+        "{}",
+        show(&o)
+    );
+    assert!(
+        ls_entry(&name).is_some(),
+        "nobody's clean removed root's segment"
+    );
 }
 
 /// Starts `shmlane cat` with `args`, stdin and stdout piped.
@@ -525,4 +586,113 @@ fn cat_from_gives_up_on_a_name_that_never_appears() {
         "{err}"
     );
     assert!(err.contains("waited 0.2 s"), "{err}");
+}
+
+/// Operator-facing messages: a missing name is stated plainly (no advice meant for a
+/// library user), `shmid:` names are answered as ids, bare names follow one rule, a ring
+/// whose reader died while its writer lives says so, and a taken role names itself.
+#[test]
+fn operator_messages_and_statuses() {
+    let missing = TestName::new("cli-missing");
+    for cmd in ["rm", "inspect"] {
+        let o = run(&[cmd, &missing]);
+        assert_eq!(o.status.code(), Some(1), "{cmd}: {}", show(&o));
+        let err = text(&o.stderr);
+        assert!(
+            err.starts_with(&format!(
+                "shmlane: no shared-memory segment named {}",
+                missing.as_str()
+            )),
+            "{cmd}: {err}"
+        );
+        assert!(!err.contains("create it first"), "{cmd}: {err}");
+    }
+    let o = run(&["inspect", "shmid:2147483000"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert_eq!(
+        text(&o.stderr).trim(),
+        "shmlane: no System V segment with id 2147483000 (see `ipcs -m`)"
+    );
+
+    // Bare names: `cat` takes them like `rm` and `inspect` do.
+    let name = TestName::new("cli-bare");
+    let bare = &name.as_str()[1..];
+    let mut to = spawn_cat(&["--to", bare, "--lines"]);
+    to.stdin.take().unwrap().write_all(b"one\ntwo\n").unwrap();
+    let from = Command::new(BIN)
+        .args(["cat", "--from", bare, "--lines"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = finish(from, LIMIT);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(text(&o.stdout), "one\ntwo\n");
+    assert!(finish(to, LIMIT).status.success());
+
+    // A live writer whose reader died: `peer dead`, not `ok`.
+    let ring = TestName::new("cli-peer-dead");
+    let _tx = Producer::create(&ring, &Options::new().capacity(4096)).unwrap();
+    let child = spawn_child("child_consumer_dies", &[("NAME", ring.to_string())]);
+    assert!(!wait_child(child, LIMIT).success());
+    assert_eq!(ls_entry(&ring).unwrap()["status"], "peer dead");
+
+    // RoleTaken names the role and the segment.
+    let err = Producer::open(&ring).unwrap_err().to_string();
+    assert!(
+        err.contains("producer role of") && err.contains(ring.as_str()),
+        "{err}"
+    );
+}
+
+/// Child: attach as the consumer of NAME, then die without closing.
+#[test]
+fn child_consumer_dies() {
+    if !is_child("child_consumer_dies") {
+        return;
+    }
+    let rx = Consumer::open(&child_arg("NAME")).unwrap();
+    std::mem::forget(rx);
+    // SAFETY: kill takes plain integers; the process ends here.
+    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+}
+
+/// `cat --from` whose writer is killed prints what arrived and fails (status 1): a
+/// crash is not the end of the stream.
+#[test]
+fn cat_from_reports_a_writer_that_died() {
+    let name = TestName::new("cli-writer-died");
+    let mut to = spawn_cat(&["--to", name.as_str(), "--lines"]);
+    let mut stdin = to.stdin.take().unwrap();
+    stdin.write_all(b"first\n").unwrap();
+    stdin.flush().unwrap();
+    let from = Command::new(BIN)
+        .args(["cat", "--from", name.as_str(), "--lines"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the reader attached (the writer keeps its stdin open: it is mid-stream).
+    let start = Instant::now();
+    while ls_entry(&name).map_or(true, |e| {
+        e["endpoints"]
+            .as_array()
+            .map_or(true, |a| !a.iter().any(|x| x["role"] == "consumer"))
+    }) {
+        assert!(start.elapsed() < LIMIT, "the reader never attached");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = to.kill();
+    let _ = to.wait();
+    drop(stdin);
+    let o = finish(from, LIMIT);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert_eq!(text(&o.stdout), "first\n");
+    assert!(
+        text(&o.stderr).contains("died without finishing"),
+        "{}",
+        show(&o)
+    );
 }

@@ -288,7 +288,11 @@ impl Chan {
         let (pid, start, closed) = self.me();
         let holder = pid.load(Ordering::Relaxed);
         if holder != 0 {
-            return Err(Error::RoleTaken { pid: holder });
+            return Err(Error::RoleTaken {
+                pid: holder,
+                name: self.seg.name().to_string(),
+                role: self.role,
+            });
         }
         pid.store(std::process::id() as i32, Ordering::Relaxed);
         start.store(self_start_time(), Ordering::Relaxed);

@@ -53,13 +53,16 @@ enum Cmd {
     /// Processes still attached keep their mapping and go on working: only the name goes,
     /// so nobody new can open it. Exit status 1 if any NAME failed.
     Rm(RmArgs),
-    /// Remove every shmlane segment whose endpoints are all dead or closed.
+    /// Remove your shmlane segments whose endpoints are all dead or closed.
     ///
     /// A segment is stale when every registered endpoint's process has died or closed it
-    /// cleanly, or when no endpoint ever registered and it is more than a minute old. Only
-    /// segments of this shmlane version and layout are considered. Each is looked at again
-    /// just before it is removed; a process attaching in between keeps its mapping. Exit
-    /// status 1 if a removal failed.
+    /// cleanly (the kernel's answer, as the library's), or when no endpoint ever registered
+    /// and it is more than a minute old. Only segments of this shmlane version and layout,
+    /// owned by the user running it, made without `persist(true)` (unless
+    /// --include-persistent), and not `pending` (messages a creator left for a reader) are
+    /// considered. Each is looked at again just before it is removed; a process attaching
+    /// in between keeps its mapping. Exit status 1 if a removal failed or a NAME does not
+    /// exist.
     Clean(CleanArgs),
     /// Carry a byte stream through a shared-memory ring: a pipe between two shells.
     ///
@@ -150,7 +153,12 @@ struct CleanArgs {
     /// Only list what would be removed.
     #[arg(long, short = 'n')]
     dry_run: bool,
-    /// Only consider these segments (`/name` or `shmid:ID`; default: all).
+    /// Also remove stale segments made with `persist(true)` (kept by default: their
+    /// creator asked for them to outlive it).
+    #[arg(long)]
+    include_persistent: bool,
+    /// Only consider these segments (`/name`, `name` or `shmid:ID`; default: all of
+    /// yours). A NAME that does not exist is an error.
     names: Vec<String>,
 }
 
@@ -486,7 +494,7 @@ mod ops {
         self, human_bytes, human_duration, utc_text, Class, Outcome, Report, DEV_SHM,
     };
     use shmlane::segment::header::{layout_hash, MAGIC, SPSC_CONSUMER, STATE_READY, VERSION};
-    use shmlane::segment::{Backing, Segment};
+    use shmlane::segment::Backing;
     use shmlane::spsc::{Consumer, Producer};
     use shmlane::{Error, Kind, Options, TryRecvError};
 
@@ -509,6 +517,40 @@ mod ops {
         ExitCode::FAILURE
     }
 
+    /// A library error in an operator's words: names the command's flags, not the
+    /// library's `Options` methods, and gives no advice meant for a program.
+    fn cli_message(e: &Error) -> String {
+        match e {
+            Error::NotFound { name, key } => {
+                if let Some(id) = name.strip_prefix("shmid:") {
+                    format!("no System V segment with id {id} (see `ipcs -m`)")
+                } else {
+                    format!(
+                        "no shared-memory segment named {name} (neither {}{name} nor a System V segment with key {key:#010x}; `shmlane ls` lists them)",
+                        inspect::DEV_SHM
+                    )
+                }
+            }
+            Error::MessageTooLarge { len, max } => format!(
+                "a message of {len} bytes is larger than this ring's max message of {max} bytes (--max-message sets it when `cat --to` creates the ring)"
+            ),
+            Error::PermissionDenied { name } => format!(
+                "permission denied for shared-memory segment {name}: it belongs to another user or its mode does not allow it"
+            ),
+            Error::InvalidOptions { reason } => format!(
+                "invalid ring size: {}",
+                reason
+                    .replace("max_message", "--max-message")
+                    .replace("capacity", "--capacity")
+            ),
+            e => e.to_string(),
+        }
+    }
+
+    fn fail_err(e: &Error) -> ExitCode {
+        fail(cli_message(e))
+    }
+
     fn or_dash<T: std::fmt::Display>(v: Option<T>) -> String {
         v.map_or_else(|| "-".to_string(), |v| v.to_string())
     }
@@ -528,8 +570,10 @@ mod ops {
         let f = &r.fields;
         match r.kind() {
             Some(Kind::Spsc) => f.capacity.map_or_else(|| "-".into(), human_bytes),
-            Some(Kind::Mpmc) => match (f.slot_count, f.slot_size) {
-                (Some(n), Some(s)) => format!("{n} x {}", human_bytes(u64::from(s))),
+            // Slots of up to max_message bytes each (the slot itself is 32 bytes more,
+            // rounded up to 64: `inspect` shows it).
+            Some(Kind::Mpmc) => match (f.slot_count, f.max_message) {
+                (Some(n), Some(m)) => format!("{n} x {}", human_bytes(u64::from(m))),
                 _ => "-".into(),
             },
             None => "-".into(),
@@ -596,7 +640,7 @@ mod ops {
     pub fn ls(a: &LsArgs) -> ExitCode {
         let reports = match inspect::list() {
             Ok(r) => r,
-            Err(e) => return fail(e),
+            Err(e) => return fail_err(&e),
         };
         let shown: Vec<&Report> = reports
             .iter()
@@ -641,7 +685,7 @@ mod ops {
     pub fn inspect(a: &InspectArgs) -> ExitCode {
         let r = match inspect::inspect(&normalize(&a.name)) {
             Ok(r) => r,
-            Err(e) => return fail(e),
+            Err(e) => return fail_err(&e),
         };
         if a.json {
             println!(
@@ -878,7 +922,7 @@ mod ops {
                     failed = true;
                 }
                 Err(e) => {
-                    eprintln!("shmlane: {e}");
+                    eprintln!("shmlane: {}", cli_message(&e));
                     failed = true;
                 }
             }
@@ -892,18 +936,32 @@ mod ops {
 
     pub fn clean(a: &CleanArgs) -> ExitCode {
         let names: Vec<String> = a.names.iter().map(|n| normalize(n)).collect();
+        for n in &names {
+            if let Err(e) = inspect::inspect(n) {
+                return fail_err(&e);
+            }
+        }
+        let me = nix::unistd::geteuid().as_raw();
         let wanted = |r: &Report| {
-            names.is_empty()
+            let named = names.is_empty()
                 || names.iter().any(|n| {
                     *n == r.name || r.sysv_id.is_some_and(|id| *n == format!("shmid:{id}"))
-                })
+                });
+            named && r.uid == Some(me) && (a.include_persistent || !r.persistent())
         };
         let stale = match inspect::clean_matching(a.dry_run, wanted) {
             Ok(s) => s,
-            Err(e) => return fail(e),
+            Err(e) => return fail_err(&e),
         };
         if stale.is_empty() {
-            println!("no stale segments");
+            println!(
+                "no stale segments{}",
+                if a.include_persistent {
+                    ""
+                } else {
+                    " (persistent ones are kept unless --include-persistent)"
+                }
+            );
         }
         let mut failed = false;
         for s in &stale {
@@ -938,10 +996,18 @@ mod ops {
     impl From<Error> for CatError {
         fn from(e: Error) -> CatError {
             match e {
+                // The reader went away (closed, or died): like a pipe's writer, stop.
                 Error::Disconnected => CatError::PeerGone,
-                e => CatError::Msg(e.to_string()),
+                e => CatError::Msg(cli_message(&e)),
             }
         }
+    }
+
+    /// The writer died before finishing: not the normal end of the stream.
+    fn writer_died(name: &str) -> CatError {
+        CatError::Msg(format!(
+            "the writer of {name} died without finishing (killed or crashed); everything it sent is above"
+        ))
     }
 
     pub fn cat(a: &CatArgs) -> ExitCode {
@@ -950,29 +1016,16 @@ mod ops {
             Ok(d) => Some(d),
             Err(_) => return fail("--wait-for takes a number of seconds >= 0"),
         };
+        // One rule for names on the command line: `/name` or `name`, as `ls` shows them.
         let r = match (&a.to, &a.from) {
-            (Some(name), _) => cat_to(name, a, wait_for),
-            (None, Some(name)) => cat_from(name, a.lines, wait_for),
+            (Some(name), _) => cat_to(&normalize(name), a, wait_for),
+            (None, Some(name)) => cat_from(&normalize(name), a.lines, wait_for),
             (None, None) => unreachable!("clap requires --to or --from"),
         };
         match r {
             Ok(()) => ExitCode::SUCCESS,
             Err(CatError::PeerGone) => ExitCode::from(SIGPIPE_STATUS),
             Err(CatError::Msg(m)) => fail(m),
-        }
-    }
-
-    /// Removes the name on drop, if armed (the ring was created here).
-    struct RemoveName<'a> {
-        name: &'a str,
-        armed: bool,
-    }
-
-    impl Drop for RemoveName<'_> {
-        fn drop(&mut self) {
-            if self.armed {
-                let _ = Segment::remove_posix(self.name);
-            }
         }
     }
 
@@ -1092,10 +1145,7 @@ mod ops {
     }
 
     fn cat_to(name: &str, a: &CatArgs, wait_for: Option<Duration>) -> Result<(), CatError> {
-        // persist: the name must outlive the producer until a reader has attached.
-        let mut opts = Options::new()
-            .capacity(a.capacity.unwrap_or(shmlane::DEFAULT_CAPACITY))
-            .persist(true);
+        let mut opts = Options::new().capacity(a.capacity.unwrap_or(shmlane::DEFAULT_CAPACITY));
         if let Some(m) = a.max_message {
             opts = opts.max_message(m);
         }
@@ -1103,10 +1153,6 @@ mod ops {
             Ok(p) => (p, true),
             Err(Error::AlreadyExists { .. }) => (Producer::open(name)?, false),
             Err(e) => return Err(e.into()),
-        };
-        let _remove = RemoveName {
-            name,
-            armed: created,
         };
         let mut reader = ReaderWatch {
             name,
@@ -1119,15 +1165,16 @@ mod ops {
         } else {
             send_chunks(&mut tx, &mut reader)
         };
-        // Publishes what is left and marks the producer closed: the reader drains the
-        // ring, then sees Disconnected.
-        drop(tx);
-        sent?;
-        if created {
-            // Remove the name only once a reader holds the mapping.
+        if created && sent.is_ok() {
+            // Like a FIFO's writer, wait for a reader before leaving (an empty stream
+            // included), so the reader finds the name.
             reader.wait_attached()?;
         }
-        Ok(())
+        // Publishes what is left and closes the producer: the reader drains the ring, then
+        // sees Disconnected. The library removes the name (only this ring's) once nobody
+        // needs it: now if the reader is attached, else after a reader drained it.
+        drop(tx);
+        sent
     }
 
     fn stdout_error(e: io::Error) -> CatError {
@@ -1182,10 +1229,20 @@ mod ops {
                     match rx.recv() {
                         Ok(m) => emit(&mut out, &m)?,
                         Err(Error::Disconnected) => break,
+                        Err(Error::PeerDied) => {
+                            out.flush().map_err(stdout_error)?;
+                            return Err(writer_died(name));
+                        }
                         Err(e) => return Err(e.into()),
                     }
                 }
-                TryRecvError::Disconnected => break,
+                TryRecvError::Disconnected => {
+                    if matches!(rx.peer(), shmlane::PeerState::Dead(_)) {
+                        out.flush().map_err(stdout_error)?;
+                        return Err(writer_died(name));
+                    }
+                    break;
+                }
                 e => return Err(Error::from(e).into()),
             }
         }
