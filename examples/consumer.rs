@@ -4,10 +4,12 @@
 //! cargo run --example consumer -- /demo
 //! ```
 //!
-//! Waits for the channel to appear, prints every message with its tag, and exits when the
-//! producer has gone and everything it sent has been read.
+//! Waits for the channel to appear (it may be started before the producer, or after the
+//! producer has already finished: the producer's messages wait for it), prints every
+//! message with its tag, and exits when the producer has finished and everything it sent
+//! has been read. A producer that crashed is reported as an error, not a normal end.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use shmlane::spsc::Consumer;
 use shmlane::Error;
@@ -16,29 +18,15 @@ fn main() -> Result<(), Error> {
     let name = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "/demo".to_string());
-    let start = Instant::now();
-    let mut rx = loop {
-        match Consumer::open(&name) {
-            Ok(rx) => break rx,
-            Err(Error::NotFound { .. }) if start.elapsed() < Duration::from_secs(30) => {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(e) => return Err(e),
-        }
-    };
+    let mut rx = Consumer::open_timeout(&name, Duration::from_secs(30))?;
     println!("attached to {name}");
-    loop {
-        match rx.recv() {
-            Ok(msg) => println!(
-                "received tag={} {:?}",
-                msg.tag(),
-                String::from_utf8_lossy(&msg)
-            ),
-            Err(Error::Disconnected) => {
-                println!("the producer has gone; all its messages were read");
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        }
+    while let Some(msg) = rx.recv_or_end()? {
+        println!(
+            "received tag={} {:?}",
+            msg.tag(),
+            String::from_utf8_lossy(&msg)
+        );
     }
+    println!("the producer has finished; all its messages were read");
+    Ok(())
 }
