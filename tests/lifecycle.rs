@@ -321,3 +321,37 @@ fn recv_or_end_tells_a_clean_end_from_a_crash() {
     assert_eq!(n, 3);
     assert!(!wait_child(child, Duration::from_secs(10)).success());
 }
+
+/// `create_or_open` never reports `NotFound`: when the name it found vanishes before its
+/// `open` (its creator left), it creates the channel instead. A churning creator in
+/// another thread makes that window likely.
+#[test]
+fn create_or_open_never_says_not_found() {
+    let name = TestName::new("create-or-open");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let (name, stop) = (name.0.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let opts = Options::new().capacity(4096);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Create and drop at once: the name exists only for a moment.
+                let _ = Producer::create(&name, &opts);
+            }
+        })
+    };
+    let opts = Options::new().capacity(4096);
+    for i in 0..10_000 {
+        match Consumer::create_or_open(&name, &opts) {
+            Ok(c) => drop(c),
+            // The churning producer's ring was opened as it was dropped: fine.
+            Err(Error::RoleTaken { .. } | Error::NotReady { .. }) => {}
+            Err(e @ Error::NotFound { .. }) => {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                panic!("attempt {i}: {e}");
+            }
+            Err(e) => panic!("attempt {i}: {e}"),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    churn.join().unwrap();
+}
