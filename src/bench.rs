@@ -47,26 +47,45 @@ pub fn fold(total: u64, msg_sum: u64) -> u64 {
     total.rotate_left(7) ^ msg_sum
 }
 
-/// A message buffer of `size` bytes whose first bytes carry a sequence number.
+/// Message bodies of `size` bytes whose first bytes carry a sequence number and whose
+/// every other byte differs from one message to the next: message `seq` is body
+/// `seq % K` of `K` pseudo-random bodies, `K` odd (so a power-of-two ring lap is never a
+/// multiple of it). A slot or record left holding an earlier message's bytes past its
+/// first 8 (a torn copy after a lap) then fails the receiver's checksum. The bodies are
+/// made once and cycled, so stamping a message still costs one 8-byte store, and they
+/// take at most about 256 KiB (at least 3 bodies), so they stay in cache.
 #[derive(Debug, Clone)]
-pub struct Payload(Vec<u8>);
+pub struct Payload(Vec<Vec<u8>>);
 
 impl Payload {
-    /// A buffer with a fixed byte pattern.
+    /// Bodies for messages of `size` bytes.
     pub fn new(size: usize) -> Payload {
-        Payload(
-            (0..size)
-                .map(|i| (i as u8).wrapping_mul(7).wrapping_add(1))
-                .collect(),
-        )
+        let k = ((256 << 10) / size.max(1)).clamp(3, 61) | 1;
+        // A pseudo-random base; body `i` adds `i` to every byte, so two bodies differ in
+        // every byte (k < 256).
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let base: Vec<u8> = (0..size)
+            .map(|_| {
+                x ^= x >> 12;
+                x ^= x << 25;
+                x ^= x >> 27;
+                (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
+            })
+            .collect();
+        let bodies = (0..k)
+            .map(|i| base.iter().map(|b| b.wrapping_add(i as u8)).collect())
+            .collect();
+        Payload(bodies)
     }
 
-    /// Stamps message `seq` into the buffer and returns it.
+    /// Stamps message `seq` into its body and returns it.
     #[inline]
     pub fn stamp(&mut self, seq: u64) -> &[u8] {
-        let n = self.0.len().min(8);
-        self.0[..n].copy_from_slice(&seq.to_le_bytes()[..n]);
-        &self.0
+        let k = self.0.len() as u64;
+        let body = &mut self.0[(seq % k) as usize];
+        let n = body.len().min(8);
+        body[..n].copy_from_slice(&seq.to_le_bytes()[..n]);
+        body
     }
 }
 
@@ -559,4 +578,40 @@ pub fn this_exe() -> Result<std::path::PathBuf> {
 /// Whether `path` looks runnable.
 pub fn exe_exists(path: &Path) -> bool {
     path.is_file()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every byte of a message body, not only the stamped sequence number, differs from
+    /// the bodies of the messages around it, so a stale tail left by a torn copy changes
+    /// the checksum whatever the ring's lap.
+    #[test]
+    fn payload_bodies_differ_past_the_stamp() {
+        for size in [9usize, 64, 4096, 65536, 1 << 20] {
+            let mut p = Payload::new(size);
+            let first: Vec<Vec<u8>> = (0..64u64).map(|s| p.stamp(s).to_vec()).collect();
+            for lap in [1usize, 2, 8, 16, 32, 63] {
+                for s in lap..first.len() {
+                    let (now, then) = (&first[s], &first[s - lap]);
+                    let k = p.0.len();
+                    if (s - lap) % k == s % k {
+                        continue;
+                    }
+                    assert_eq!(now.len(), size);
+                    let tail = size.min(64);
+                    assert_ne!(
+                        now[size - tail..],
+                        then[size - tail..],
+                        "size {size}: message {s} ends like message {}",
+                        s - lap
+                    );
+                    let mut torn = now.clone();
+                    torn[8..].copy_from_slice(&then[8..]);
+                    assert_ne!(checksum(&torn), checksum(now), "size {size}, lap {lap}");
+                }
+            }
+        }
+    }
 }

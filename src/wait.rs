@@ -108,6 +108,7 @@ pub mod stats {
 
     pub(super) static SLEEPS: AtomicU64 = AtomicU64::new(0);
     pub(super) static POSTS: AtomicU64 = AtomicU64::new(0);
+    pub(super) static WOKEN: AtomicU64 = AtomicU64::new(0);
 
     /// Semaphore waits (`FUTEX_WAIT` sleeps, with a membarrier before each where light
     /// wakers are in use) made by this process so far.
@@ -118,6 +119,12 @@ pub mod stats {
     /// Semaphore posts (`FUTEX_WAKE` calls) made by this process so far.
     pub fn posts() -> u64 {
         POSTS.load(Ordering::Relaxed)
+    }
+
+    /// Of [`sleeps`], those that ended by taking a post (the rest ran out their slice),
+    /// so a test can tell a sleeper woken by its peer from one woken by its timer.
+    pub fn woken() -> u64 {
+        WOKEN.load(Ordering::Relaxed)
     }
 }
 
@@ -291,7 +298,9 @@ pub(crate) fn wait_until<T>(
                     return r;
                 }
                 stats::SLEEPS.fetch_add(1, Ordering::Relaxed);
-                if !w.sem.wait_for(slice) {
+                if w.sem.wait_for(slice) {
+                    stats::WOKEN.fetch_add(1, Ordering::Relaxed);
+                } else {
                     unregister(w.waiters);
                 }
             }

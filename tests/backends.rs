@@ -8,7 +8,8 @@
 //!   (with either side as the creator);
 //! - a sender process that dies without dropping its end (SIGKILL): the receiver gets what
 //!   was sent, then `Disconnected`, and does not hang; and a receiver process that dies:
-//!   the sender gets `Disconnected` (every backend but `posix-mq`, which cannot tell).
+//!   the sender gets `Disconnected` (every backend but `posix-mq`, which cannot tell and
+//!   so has no such test).
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -76,12 +77,14 @@ fn bench_runs(kind: BackendKind) {
             eprintln!("{kind} {size} B skipped: {why}");
             continue;
         }
+        // What is checked: the peer checksums every byte of every message (bodies differ
+        // from one message to the next in every byte, `bench::Payload`) against the
+        // order-sensitive total the sender computed, and each echo is checked; any
+        // difference is an error here. (The message counts are ours, not results.)
         let t = bench::throughput(kind, &setup, size, 20_000)
             .unwrap_or_else(|e| panic!("{kind} {size} B throughput: {e}"));
-        assert_eq!(t.messages, 20_000);
         let l = bench::latency(kind, &setup, size, 2_000)
             .unwrap_or_else(|e| panic!("{kind} {size} B latency: {e}"));
-        assert_eq!(l.one_way_ns.len(), 2_000);
         eprintln!(
             "{kind} {size} B: {:.0} msg/s, p50 {} ns",
             t.msgs_per_sec(),
@@ -334,11 +337,14 @@ fn sender_killed(kind: BackendKind) {
 }
 
 fn receiver_killed(kind: BackendKind) {
-    if kind == BackendKind::PosixMq {
-        // Documented limitation: a POSIX queue cannot tell its sender that a receiver
-        // was killed (only that one closed, by unlinking the name).
-        return;
-    }
+    // Documented limitation: a POSIX queue cannot tell its sender that a receiver was
+    // killed (only that one closed, by unlinking the name), so posix-mq has no such test
+    // (see `backend_tests!`), rather than one that passes without looking.
+    assert_ne!(
+        kind,
+        BackendKind::PosixMq,
+        "posix-mq cannot notice a killed receiver"
+    );
     within(
         Duration::from_secs(20),
         "dead-receiver test",
@@ -349,10 +355,17 @@ fn receiver_killed(kind: BackendKind) {
 // ---------------------------------------------------------------------------------------
 
 macro_rules! backend_tests {
-    ($($module:ident => $name:literal),* $(,)?) => {
+    ($($module:ident => $name:literal $(, $killed_receiver:ident)?);* $(;)?) => {
         $(
             mod $module {
                 use super::*;
+
+                $(
+                    #[test]
+                    fn $killed_receiver() {
+                        receiver_killed(kind($name));
+                    }
+                )?
 
                 #[test]
                 fn cross_process_bench() {
@@ -369,10 +382,6 @@ macro_rules! backend_tests {
                     sender_killed(kind($name));
                 }
 
-                #[test]
-                fn killed_receiver_is_noticed() {
-                    receiver_killed(kind($name));
-                }
             }
         )*
 
@@ -387,11 +396,12 @@ macro_rules! backend_tests {
 }
 
 backend_tests! {
-    shm_spsc => "shm-spsc",
-    shm_mpmc => "shm-mpmc",
-    shm_mutex => "shm-mutex",
-    pipe => "pipe",
-    unix_socket => "unix-socket",
-    sysv_msgq => "sysv-msgq",
-    posix_mq => "posix-mq",
+    shm_spsc => "shm-spsc", killed_receiver_is_noticed;
+    shm_mpmc => "shm-mpmc", killed_receiver_is_noticed;
+    shm_mutex => "shm-mutex", killed_receiver_is_noticed;
+    pipe => "pipe", killed_receiver_is_noticed;
+    unix_socket => "unix-socket", killed_receiver_is_noticed;
+    sysv_msgq => "sysv-msgq", killed_receiver_is_noticed;
+    // A killed receiver is not detected (documented in src/backend/posix_mq.rs): no test.
+    posix_mq => "posix-mq";
 }

@@ -275,13 +275,80 @@ fn write_pos_behind_read_pos() {
 
 #[test]
 fn write_pos_exactly_capacity_ahead_with_garbage_records() {
-    // Positions in range (a full ring) but the data is random: every record is checked.
+    // Positions in range (a full ring) but the data is random (the len field is then a
+    // padding flag with other bits, or over max_message). Each check alone:
+    // `each_record_check_catches_its_case_alone`.
     let mut c = Chan::new("wp-full");
     let mut rng = Rng(0xdead_beef_cafe_f00d);
-    let garbage: Vec<u8> = (0..CAP).map(|_| rng.next() as u8 | 0x80).collect();
+    let garbage: Vec<u8> = (0..CAP).map(|_| rng.next() as u8).collect();
     c.file.write_all_at(&garbage, DATA).unwrap();
     c.put_u64(write_pos_off(), CAP);
     c.assert_consumer_corrupt("full ring of garbage");
+}
+
+/// Each check a record header goes through before a slice is formed, hit on its own:
+/// the other checks would pass, so the named one must catch it (a garbage ring whose
+/// bytes all have the top bit set only ever reaches the padding check).
+#[test]
+fn each_record_check_catches_its_case_alone() {
+    // (what, len field, record at the last 8 bytes of the ring, bytes published, the
+    // check's words in the error)
+    let cases: [(&str, u32, bool, u64, &str); 5] = [
+        (
+            "padding with other len bits",
+            PAD_FLAG | 8,
+            false,
+            CAP,
+            "bad padding record",
+        ),
+        (
+            "padding past the published data",
+            PAD_FLAG,
+            false,
+            8,
+            "bad padding record",
+        ),
+        (
+            "len over max_message",
+            MAX + 1,
+            false,
+            CAP,
+            "max_message is",
+        ),
+        (
+            "record past the published data",
+            MAX,
+            false,
+            16,
+            "runs past",
+        ),
+        ("record past the ring end", 8, true, 64, "runs past"),
+    ];
+    for (what, len, at_end, published, words) in cases {
+        let mut c = Chan::new("rec-check");
+        if at_end {
+            // Move to offset CAP - 8 with records that need no padding.
+            for _ in 0..15 {
+                c.roundtrip(248);
+            }
+            c.roundtrip(240);
+        }
+        let read = c.get_u64(read_pos_off());
+        assert_eq!(read, if at_end { CAP - 8 } else { 0 }, "{what}");
+        c.put_u32(DATA + (read % CAP), len);
+        c.put_u32(DATA + (read % CAP) + 4, 7);
+        c.put_u64(write_pos_off(), read + published);
+        match c.rx().try_recv().map(|m| m.to_vec()) {
+            Err(TryRecvError::Corrupt { what: msg }) => {
+                assert!(
+                    msg.contains(words),
+                    "{what}: caught by another check: {msg}"
+                )
+            }
+            other => panic!("{what}: try_recv: {other:?}"),
+        }
+        c.assert_consumer_corrupt(what);
+    }
 }
 
 #[test]

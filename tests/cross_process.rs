@@ -96,3 +96,13 @@ fn sysv_block() {
 fn sysv_spin() {
     run(Backing::SysV, Wait::Spin, 4);
 }
+
+#[test]
+fn posix_yield() {
+    run(Backing::Posix, Wait::Yield, 5);
+}
+
+#[test]
+fn sysv_yield() {
+    run(Backing::SysV, Wait::Yield, 6);
+}

@@ -96,9 +96,9 @@ fn corrupt_consume_mpmc() {
 /// replayed with the fuzz functions' work-arounds off (see
 /// `shmlane::fuzzing::work_around_known_bugs`), each in a child process since some abort.
 /// Red while any still reproduces; once a bug is fixed, drop its work-around and rename
-/// its files (without `known-bug-`) so the plain replays above keep them.
+/// its files (without `known-bug-`) so the plain replays above keep them. Runs in every
+/// `cargo test` (so in CI): a known bug is fixed or its input deleted, not left ignored.
 #[test]
-#[ignore = "fails while the bugs of fuzz/regressions/*/known-bug-* are open"]
 fn known_bugs() {
     const FILE: &str = "SHMLANE_FUZZ_KNOWN_BUG";
     if let Ok(path) = std::env::var(FILE) {

@@ -733,10 +733,7 @@ fn unreaped_producer_killed(how: Waiting) {
     let name = TestName::new("zombie-prod");
     let mut rx = Consumer::create(&name, &Options::new().capacity(4096).max_message(64)).unwrap();
     let mut child = Proc {
-        child: Some(spawn_child(
-            "child_idle_producer",
-            &[("NAME", name.to_string())],
-        )),
+        child: Some(spawn_child("child_idle_producer", &[("NAME", name.to_string())]).into_child()),
         what: "the producer child".into(),
     };
     for seq in 0..IDLE_MESSAGES {
@@ -819,10 +816,13 @@ fn child_idle_sender() {
 fn idle_senders(name: &str, rx: &mpmc::Receiver, n: u32) -> Vec<Proc> {
     let kids: Vec<Proc> = (0..n)
         .map(|id| Proc {
-            child: Some(spawn_child(
-                "child_idle_sender",
-                &[("NAME", name.to_string()), ("ID", id.to_string())],
-            )),
+            child: Some(
+                spawn_child(
+                    "child_idle_sender",
+                    &[("NAME", name.to_string()), ("ID", id.to_string())],
+                )
+                .into_child(),
+            ),
             what: format!("sender child {id}"),
         })
         .collect();
