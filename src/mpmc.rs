@@ -200,8 +200,11 @@ impl Drop for Endpoint {
         if empty && !other_alive {
             channel::finish_hand_over(&self.shared);
         }
-        self.shared.close_entry(self.index);
+        // Not counted as open before the entry is given back: a peer that finds no live
+        // entry then sees the count down too, and takes this for a clean close
+        // (`Disconnected`), never a death (`PeerDied`). loom found the other order.
         h.mpmc_live[self.side].fetch_sub(1, Ordering::SeqCst);
+        self.shared.close_entry(self.index);
         // Wake every sleeper of the other side, so they see the disconnect now.
         let (waiters, sem) = if self.side == 0 {
             (&h.data_waiters, &h.data_sem)
