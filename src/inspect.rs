@@ -1409,7 +1409,7 @@ mod tests {
                     slot_count: 0,
                     wait: 3,
                 };
-                let m = channel::create(&name, &opts, geometry).unwrap();
+                let m = channel::create(&name, &opts, geometry, &Default::default()).unwrap();
                 damage(m.header());
                 let r = inspect(&name).unwrap();
                 assert_eq!(r.validation, opener_says(&name), "{backing} {what}");
