@@ -459,3 +459,33 @@ fn random_slices_round_trip() {
         })
         .unwrap();
 }
+
+#[test]
+fn inspect_shows_the_stored_type() {
+    let name = TestName::new("typed-inspect");
+    let opts = Options::new().capacity(4096).schema(3);
+    let _tx = Producer::<Tick>::create(&name, &opts).unwrap();
+    let r = shmlane::inspect::inspect(&name).unwrap();
+    let ty = r.message_type().unwrap();
+    assert!(
+        ty.starts_with("typed::Tick (24 B, align 8, schema 3; name hash 0x"),
+        "{ty}"
+    );
+    assert_eq!(r.to_json()["type_size"], 24);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shmlane"))
+        .args(["inspect", name.as_str()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("type") && l.contains("typed::Tick (24 B, align 8, schema 3")),
+        "{text}"
+    );
+
+    let name = TestName::new("typed-inspect-untyped");
+    let _tx = mpmc::Sender::create(&name, &Options::new().slots(4)).unwrap();
+    let r = shmlane::inspect::inspect(&name).unwrap();
+    assert_eq!(r.message_type().as_deref(), Some("untyped bytes"));
+}

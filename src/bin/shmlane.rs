@@ -782,6 +782,7 @@ mod ops {
                 .map_or_else(|| "-".into(), |c| format!("{c} bytes ({})", human_bytes(c))),
         );
         line("max_message", or_dash(f.max_message));
+        line("type", r.message_type().unwrap_or_else(|| "-".into()));
         line(
             "slots",
             match r.kind() {
