@@ -125,65 +125,77 @@ impl<T> Check<T> {
     };
 }
 
-/// How values of `T` are laid out in a payload whose start is `base`-aligned.
-#[derive(Debug, Clone, Copy)]
-struct Shape {
-    size: usize,
-    align: usize,
+/// How values of `T` are laid out in a payload whose start is `base`-aligned. Size and
+/// alignment are `T`'s, compile-time constants: the checks on every message divide by
+/// them, which costs a shift or a multiply rather than a division.
+struct Shape<T> {
     /// Bytes a message has beyond its values, so they can start `align`-aligned.
     extra: usize,
+    _t: PhantomData<fn() -> T>,
 }
 
-impl Shape {
-    fn of<T>(base: usize) -> Shape {
+impl<T> Clone for Shape<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Shape<T> {}
+
+impl<T> Shape<T> {
+    const SIZE: usize = size_of::<T>();
+    const ALIGN: usize = align_of::<T>();
+
+    fn of(base: usize) -> Shape<T> {
         #[allow(clippy::let_unit_value)]
         let () = Check::<T>::OK;
         Shape {
-            size: size_of::<T>(),
-            align: align_of::<T>(),
-            extra: align_of::<T>().saturating_sub(base),
+            extra: Self::ALIGN.saturating_sub(base),
+            _t: PhantomData,
         }
     }
 
     /// Payload bytes of a message of `n` values.
+    #[inline]
     fn wire_len(&self, n: usize) -> Option<usize> {
-        n.checked_mul(self.size)?.checked_add(self.extra)
+        n.checked_mul(Self::SIZE)?.checked_add(self.extra)
     }
 
     /// The range of the values inside `payload`, a message of `payload.len()` bytes; `one`:
     /// exactly one value, else any whole number of them. The alignment is found from the
     /// payload's address (mappings are page aligned, so both sides agree).
+    #[inline]
     fn locate(&self, payload: &[u8], one: bool) -> std::result::Result<Range<usize>, String> {
         let len = payload.len();
         let values = len.checked_sub(self.extra);
         let ok = match values {
-            Some(v) if one => v == self.size,
-            Some(v) => v % self.size == 0,
+            Some(v) if one => v == Self::SIZE,
+            Some(v) => v % Self::SIZE == 0,
             None => false,
         };
         if !ok {
             return Err(if one {
                 format!(
                     "typed message of {len} bytes, expected {} (one value of {} bytes{})",
-                    self.size + self.extra,
-                    self.size,
+                    Self::SIZE + self.extra,
+                    Self::SIZE,
                     self.extra_words()
                 )
             } else {
                 format!(
                     "typed message of {len} bytes is not a whole number of values of {} bytes{}",
-                    self.size,
+                    Self::SIZE,
                     self.extra_words()
                 )
             });
         }
         let values = len - self.extra;
-        let skew = (self.align - payload.as_ptr() as usize % self.align) % self.align;
+        let skew = (Self::ALIGN - payload.as_ptr() as usize % Self::ALIGN) % Self::ALIGN;
         if skew > self.extra {
             return Err(format!(
                 "typed payload at a {}-byte boundary cannot hold a value aligned to {} (the ring's slots are misaligned)",
                 1usize << (payload.as_ptr() as usize).trailing_zeros().min(12),
-                self.align
+                Self::ALIGN
             ));
         }
         Ok(skew..skew + values)
@@ -200,12 +212,12 @@ impl Shape {
     /// The options of a typed create: `max_message` at least one value (with its
     /// alignment room), set to that when not given and the default is smaller.
     fn options(&self, opts: &Options, default_max: usize) -> Result<Options> {
-        let need = self.size + self.extra;
+        let need = Self::SIZE + self.extra;
         match opts.get_max_message() {
             Some(max) if max < need => Err(Error::InvalidOptions {
                 reason: format!(
                     "max_message {max} cannot hold one message of {need} bytes ({} bytes of the type{})",
-                    self.size,
+                    Self::SIZE,
                     self.extra_words()
                 ),
             }),
@@ -217,6 +229,7 @@ impl Shape {
 }
 
 /// A typed value in a byte range of a payload: `U` is `T` or `[T]`.
+#[inline]
 fn view<'a, U: ?Sized + FromBytes + KnownLayout + Immutable>(
     bytes: &'a [u8],
     r: &Range<usize>,
@@ -240,6 +253,7 @@ fn view_mut<'a, T: FromBytes + IntoBytes + KnownLayout>(
 }
 
 /// Checks that `r` of `bytes` is a valid `U` (alignment and size), as `Corrupt`.
+#[inline]
 fn verify<U: ?Sized + FromBytes + KnownLayout + Immutable>(
     bytes: &[u8],
     r: &Range<usize>,
@@ -262,6 +276,7 @@ enum Grant<'a> {
 }
 
 impl Grant<'_> {
+    #[inline]
     fn bytes(&self) -> &[u8] {
         match self {
             Grant::Spsc(g) => g,
@@ -269,6 +284,7 @@ impl Grant<'_> {
         }
     }
 
+    #[inline]
     fn bytes_mut(&mut self) -> &mut [u8] {
         match self {
             Grant::Spsc(g) => &mut *g,
@@ -276,6 +292,7 @@ impl Grant<'_> {
         }
     }
 
+    #[inline]
     fn commit(self) {
         match self {
             Grant::Spsc(g) => g.commit(),
@@ -306,7 +323,8 @@ pub struct WriteGrant<'a, T> {
 }
 
 impl<'a, T: FromBytes + IntoBytes + Immutable + KnownLayout> WriteGrant<'a, T> {
-    fn new(grant: Grant<'a>, shape: &Shape) -> Result<WriteGrant<'a, T>> {
+    #[inline]
+    fn new(grant: Grant<'a>, shape: &Shape<T>) -> Result<WriteGrant<'a, T>> {
         let range = shape.locate(grant.bytes(), true).map_err(Error::corrupt)?;
         verify::<T>(grant.bytes(), &range).map_err(Error::corrupt)?;
         Ok(WriteGrant {
@@ -317,6 +335,7 @@ impl<'a, T: FromBytes + IntoBytes + Immutable + KnownLayout> WriteGrant<'a, T> {
     }
 
     /// Publishes the value: the reader can read it from now on.
+    #[inline]
     pub fn commit(self) {
         self.grant.commit();
     }
@@ -324,12 +343,14 @@ impl<'a, T: FromBytes + IntoBytes + Immutable + KnownLayout> WriteGrant<'a, T> {
 
 impl<T: FromBytes + IntoBytes + Immutable + KnownLayout> Deref for WriteGrant<'_, T> {
     type Target = T;
+    #[inline]
     fn deref(&self) -> &T {
         view(self.grant.bytes(), &self.range)
     }
 }
 
 impl<T: FromBytes + IntoBytes + Immutable + KnownLayout> DerefMut for WriteGrant<'_, T> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut T {
         view_mut(self.grant.bytes_mut(), &self.range)
     }
@@ -378,7 +399,8 @@ pub struct ReadGuard<'a, U: ?Sized> {
 }
 
 impl<'a, U: ?Sized + FromBytes + KnownLayout + Immutable> ReadGuard<'a, U> {
-    fn new(held: Held<'a>, shape: &Shape, one: bool) -> Result<ReadGuard<'a, U>> {
+    #[inline]
+    fn new<T>(held: Held<'a>, shape: &Shape<T>, one: bool) -> Result<ReadGuard<'a, U>> {
         let range = shape.locate(held.bytes(), one).map_err(Error::corrupt)?;
         verify::<U>(held.bytes(), &range).map_err(Error::corrupt)?;
         Ok(ReadGuard {
@@ -426,6 +448,7 @@ fn try_send_err(e: Error) -> TrySendError {
 }
 
 /// Copies `src` into the grant's value range.
+#[inline]
 fn fill(grant: &mut Grant<'_>, range: &Range<usize>, src: &[u8]) {
     crate::ring::copy::copy_bytes(&mut grant.bytes_mut()[range.clone()], src);
 }
@@ -443,7 +466,7 @@ fn fill(grant: &mut Grant<'_>, range: &Range<usize>, src: &[u8]) {
 /// ```
 pub struct Producer<T> {
     inner: spsc::Producer,
-    shape: Shape,
+    shape: Shape<T>,
     _t: PhantomData<fn(T) -> T>,
 }
 
@@ -469,7 +492,7 @@ impl<T> std::fmt::Debug for Producer<T> {
 /// ```
 pub struct Consumer<T> {
     inner: spsc::Consumer,
-    shape: Shape,
+    shape: Shape<T>,
     _t: PhantomData<fn(T) -> T>,
 }
 
@@ -496,7 +519,7 @@ macro_rules! spsc_constructors {
             fn wrap(inner: spsc::$ty) -> $ty<T> {
                 $ty {
                     inner,
-                    shape: Shape::of::<T>(SPSC_BASE),
+                    shape: Shape::<T>::of(SPSC_BASE),
                     _t: PhantomData,
                 }
             }
@@ -507,7 +530,7 @@ macro_rules! spsc_constructors {
             /// and to one value when that is larger; a `max_message` smaller than one
             /// value is [`Error::InvalidOptions`].
             pub fn create(name: &str, opts: &Options) -> Result<$ty<T>> {
-                let shape = Shape::of::<T>(SPSC_BASE);
+                let shape = Shape::<T>::of(SPSC_BASE);
                 let opts = shape.options(opts, spsc_default_max(opts))?;
                 let fp = Fingerprint::of::<T>(opts.get_schema());
                 Ok($ty::wrap(spsc::$ty::create_as(name, &opts, &fp)?))
@@ -536,7 +559,7 @@ macro_rules! spsc_constructors {
             /// Creates the channel, or opens it if it exists (then it must carry `T`
             /// with `opts`'s schema).
             pub fn create_or_open(name: &str, opts: &Options) -> Result<$ty<T>> {
-                let shape = Shape::of::<T>(SPSC_BASE);
+                let shape = Shape::<T>::of(SPSC_BASE);
                 let opts = shape.options(opts, spsc_default_max(opts))?;
                 let fp = Fingerprint::of::<T>(opts.get_schema());
                 Ok($ty::wrap(spsc::$ty::create_or_open_as(name, &opts, &fp)?))
@@ -554,7 +577,7 @@ macro_rules! spsc_constructors {
 
             /// The most values one slice message carries.
             pub fn max_slice_len(&self) -> usize {
-                (self.inner.max_message() - self.shape.extra) / self.shape.size
+                (self.inner.max_message() - self.shape.extra) / size_of::<T>()
             }
 
             /// The wait strategy of this endpoint.
@@ -584,14 +607,16 @@ spsc_constructors!(Producer);
 spsc_constructors!(Consumer);
 
 impl<T: FromBytes + IntoBytes + Immutable + KnownLayout> Producer<T> {
+    #[inline]
     fn one_len(&self) -> usize {
-        self.shape.size + self.shape.extra
+        size_of::<T>() + self.shape.extra
     }
 
     /// Sends a copy of `msg`, waiting while the ring is full.
     ///
     /// Errors: [`Error::Disconnected`] / [`Error::PeerDied`] once the consumer is gone,
     /// [`Error::Corrupt`].
+    #[inline]
     pub fn send(&mut self, msg: &T) -> Result<()> {
         let mut g = self.reserve()?;
         fill(&mut g.grant, &g.range, msg.as_bytes());
@@ -600,6 +625,7 @@ impl<T: FromBytes + IntoBytes + Immutable + KnownLayout> Producer<T> {
     }
 
     /// Sends a copy of `msg`, waiting at most `timeout` for room ([`Error::Timeout`]).
+    #[inline]
     pub fn send_timeout(&mut self, msg: &T, timeout: Duration) -> Result<()> {
         let len = self.one_len();
         let g = Grant::Spsc(self.inner.reserve_timeout(len, timeout)?);
@@ -610,6 +636,7 @@ impl<T: FromBytes + IntoBytes + Immutable + KnownLayout> Producer<T> {
     }
 
     /// Sends a copy of `msg` if there is room now; never waits.
+    #[inline]
     pub fn try_send(&mut self, msg: &T) -> Result<(), TrySendError> {
         let mut g = self.try_reserve()?;
         fill(&mut g.grant, &g.range, msg.as_bytes());
@@ -619,6 +646,7 @@ impl<T: FromBytes + IntoBytes + Immutable + KnownLayout> Producer<T> {
 
     /// Reserves room for one `T` in the ring, waiting while it is full: write it through
     /// the grant, then [`commit`](WriteGrant::commit).
+    #[inline]
     pub fn reserve(&mut self) -> Result<WriteGrant<'_, T>> {
         let len = self.one_len();
         let shape = self.shape;
@@ -626,6 +654,7 @@ impl<T: FromBytes + IntoBytes + Immutable + KnownLayout> Producer<T> {
     }
 
     /// Reserves room for one `T` if there is room now; never waits.
+    #[inline]
     pub fn try_reserve(&mut self) -> Result<WriteGrant<'_, T>, TrySendError> {
         let len = self.one_len();
         let shape = self.shape;
@@ -635,6 +664,7 @@ impl<T: FromBytes + IntoBytes + Immutable + KnownLayout> Producer<T> {
     /// Sends `msgs` as one message (a sample buffer), waiting while the ring is full;
     /// read it with [`Consumer::recv_slice`]. At most
     /// [`max_slice_len`](Self::max_slice_len) values ([`Error::MessageTooLarge`]).
+    #[inline]
     pub fn send_slice(&mut self, msgs: &[T]) -> Result<()> {
         let max = self.inner.max_message();
         let len = self
@@ -657,18 +687,21 @@ impl<T: FromBytes + IntoBytes + Immutable + KnownLayout> Consumer<T> {
     /// The next value, in place, waiting until one is published. After the producer has
     /// gone: what it published, then [`Error::Disconnected`] (or [`Error::PeerDied`]).
     /// A message that is not exactly one `T` is [`Error::Corrupt`].
+    #[inline]
     pub fn recv(&mut self) -> Result<ReadGuard<'_, T>> {
         let shape = self.shape;
         ReadGuard::new(Held::Spsc(self.inner.recv()?), &shape, true)
     }
 
     /// Like [`recv`](Self::recv), waiting at most `timeout` ([`Error::Timeout`]).
+    #[inline]
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<ReadGuard<'_, T>> {
         let shape = self.shape;
         ReadGuard::new(Held::Spsc(self.inner.recv_timeout(timeout)?), &shape, true)
     }
 
     /// The next value if one is published now; never waits.
+    #[inline]
     pub fn try_recv(&mut self) -> Result<ReadGuard<'_, T>, TryRecvError> {
         let shape = self.shape;
         ReadGuard::new(Held::Spsc(self.inner.try_recv()?), &shape, true).map_err(try_recv_err)
@@ -687,6 +720,7 @@ impl<T: FromBytes + IntoBytes + Immutable + KnownLayout> Consumer<T> {
     /// The next value, copied out of the ring (the space is released at once). Use it
     /// when you must check a value and then rely on it: a hostile peer cannot change a
     /// copy.
+    #[inline]
     pub fn recv_copy(&mut self) -> Result<T> {
         let g = self.recv()?;
         T::read_from_bytes(&g.held.bytes()[g.range.clone()])
@@ -696,12 +730,14 @@ impl<T: FromBytes + IntoBytes + Immutable + KnownLayout> Consumer<T> {
     /// The next message as a slice of values (from [`Producer::send_slice`]; a message
     /// sent with `send` is a slice of one), in place. A length that is not a whole number
     /// of values is [`Error::Corrupt`].
+    #[inline]
     pub fn recv_slice(&mut self) -> Result<ReadGuard<'_, [T]>> {
         let shape = self.shape;
         ReadGuard::new(Held::Spsc(self.inner.recv()?), &shape, false)
     }
 
     /// Like [`recv_slice`](Self::recv_slice), if a message is published now.
+    #[inline]
     pub fn try_recv_slice(&mut self) -> Result<ReadGuard<'_, [T]>, TryRecvError> {
         let shape = self.shape;
         ReadGuard::new(Held::Spsc(self.inner.try_recv()?), &shape, false).map_err(try_recv_err)
@@ -723,7 +759,7 @@ impl<T: FromBytes + IntoBytes + Immutable + KnownLayout> Consumer<T> {
 /// ```
 pub struct Sender<T> {
     inner: mpmc::Sender,
-    shape: Shape,
+    shape: Shape<T>,
     _t: PhantomData<fn(T) -> T>,
 }
 
@@ -739,7 +775,7 @@ pub struct Sender<T> {
 /// ```
 pub struct Receiver<T> {
     inner: mpmc::Receiver,
-    shape: Shape,
+    shape: Shape<T>,
     _t: PhantomData<fn(T) -> T>,
 }
 
@@ -768,7 +804,7 @@ macro_rules! mpmc_constructors {
             fn wrap(inner: mpmc::$ty) -> $ty<T> {
                 $ty {
                     inner,
-                    shape: Shape::of::<T>(MPMC_BASE),
+                    shape: Shape::<T>::of(MPMC_BASE),
                     _t: PhantomData,
                 }
             }
@@ -779,7 +815,7 @@ macro_rules! mpmc_constructors {
             /// give a larger one for [slices](Sender::send_slice). A `max_message`
             /// smaller than one value is [`Error::InvalidOptions`].
             pub fn create(name: &str, opts: &Options) -> Result<$ty<T>> {
-                let shape = Shape::of::<T>(MPMC_BASE);
+                let shape = Shape::<T>::of(MPMC_BASE);
                 let opts = shape.options(opts, 0)?;
                 let fp = Fingerprint::of::<T>(opts.get_schema());
                 Ok($ty::wrap(mpmc::$ty::create_as(name, &opts, &fp)?))
@@ -817,7 +853,7 @@ macro_rules! mpmc_constructors {
 
             /// The most values one slice message carries.
             pub fn max_slice_len(&self) -> usize {
-                (self.inner.max_message() - self.shape.extra) / self.shape.size
+                (self.inner.max_message() - self.shape.extra) / size_of::<T>()
             }
 
             /// The wait strategy of this handle and its clones.
@@ -857,11 +893,13 @@ mpmc_constructors!(Sender);
 mpmc_constructors!(Receiver);
 
 impl<T: FromBytes + IntoBytes + Immutable + KnownLayout> Sender<T> {
+    #[inline]
     fn one_len(&self) -> usize {
-        self.shape.size + self.shape.extra
+        size_of::<T>() + self.shape.extra
     }
 
     /// Sends a copy of `msg`, waiting while the ring is full.
+    #[inline]
     pub fn send(&self, msg: &T) -> Result<()> {
         let mut g = self.reserve()?;
         fill(&mut g.grant, &g.range, msg.as_bytes());
@@ -870,6 +908,7 @@ impl<T: FromBytes + IntoBytes + Immutable + KnownLayout> Sender<T> {
     }
 
     /// Sends a copy of `msg`, waiting at most `timeout` for a free slot.
+    #[inline]
     pub fn send_timeout(&self, msg: &T, timeout: Duration) -> Result<()> {
         let g = Grant::Mpmc(self.inner.reserve_timeout(self.one_len(), timeout)?);
         let mut g = WriteGrant::<T>::new(g, &self.shape)?;
@@ -879,6 +918,7 @@ impl<T: FromBytes + IntoBytes + Immutable + KnownLayout> Sender<T> {
     }
 
     /// Sends a copy of `msg` if a slot is free now; never waits.
+    #[inline]
     pub fn try_send(&self, msg: &T) -> Result<(), TrySendError> {
         let mut g = self.try_reserve()?;
         fill(&mut g.grant, &g.range, msg.as_bytes());
@@ -888,6 +928,7 @@ impl<T: FromBytes + IntoBytes + Immutable + KnownLayout> Sender<T> {
 
     /// Claims a slot for one `T`, waiting while the ring is full: write it through the
     /// grant, then [`commit`](WriteGrant::commit).
+    #[inline]
     pub fn reserve(&self) -> Result<WriteGrant<'_, T>> {
         WriteGrant::new(
             Grant::Mpmc(self.inner.reserve(self.one_len())?),
@@ -896,6 +937,7 @@ impl<T: FromBytes + IntoBytes + Immutable + KnownLayout> Sender<T> {
     }
 
     /// Claims a slot for one `T` if one is free now; never waits.
+    #[inline]
     pub fn try_reserve(&self) -> Result<WriteGrant<'_, T>, TrySendError> {
         WriteGrant::new(
             Grant::Mpmc(self.inner.try_reserve(self.one_len())?),
@@ -907,6 +949,7 @@ impl<T: FromBytes + IntoBytes + Immutable + KnownLayout> Sender<T> {
     /// Sends `msgs` as one message, waiting while the ring is full; read it with
     /// [`Receiver::recv_slice`]. At most [`max_slice_len`](Self::max_slice_len) values
     /// ([`Error::MessageTooLarge`]; raise `max_message` at create for more).
+    #[inline]
     pub fn send_slice(&self, msgs: &[T]) -> Result<()> {
         let max = self.inner.max_message();
         let len = self
@@ -929,11 +972,13 @@ impl<T: FromBytes + IntoBytes + Immutable + KnownLayout> Receiver<T> {
     /// The next value, in place, waiting until one is published. When every sender has
     /// gone: what they published, then [`Error::Disconnected`] (or [`Error::PeerDied`]).
     /// A message that is not exactly one `T` is [`Error::Corrupt`].
+    #[inline]
     pub fn recv(&self) -> Result<ReadGuard<'_, T>> {
         ReadGuard::new(Held::Mpmc(self.inner.recv()?), &self.shape, true)
     }
 
     /// Like [`recv`](Self::recv), waiting at most `timeout` ([`Error::Timeout`]).
+    #[inline]
     pub fn recv_timeout(&self, timeout: Duration) -> Result<ReadGuard<'_, T>> {
         ReadGuard::new(
             Held::Mpmc(self.inner.recv_timeout(timeout)?),
@@ -943,6 +988,7 @@ impl<T: FromBytes + IntoBytes + Immutable + KnownLayout> Receiver<T> {
     }
 
     /// The next value if one is published now; never waits.
+    #[inline]
     pub fn try_recv(&self) -> Result<ReadGuard<'_, T>, TryRecvError> {
         ReadGuard::new(Held::Mpmc(self.inner.try_recv()?), &self.shape, true).map_err(try_recv_err)
     }
@@ -957,6 +1003,7 @@ impl<T: FromBytes + IntoBytes + Immutable + KnownLayout> Receiver<T> {
     }
 
     /// The next value, copied out of the ring (the slot is released at once).
+    #[inline]
     pub fn recv_copy(&self) -> Result<T> {
         let g = self.recv()?;
         T::read_from_bytes(&g.held.bytes()[g.range.clone()])
@@ -964,11 +1011,13 @@ impl<T: FromBytes + IntoBytes + Immutable + KnownLayout> Receiver<T> {
     }
 
     /// The next message as a slice of values (from [`Sender::send_slice`]), in place.
+    #[inline]
     pub fn recv_slice(&self) -> Result<ReadGuard<'_, [T]>> {
         ReadGuard::new(Held::Mpmc(self.inner.recv()?), &self.shape, false)
     }
 
     /// Like [`recv_slice`](Self::recv_slice), if a message is published now.
+    #[inline]
     pub fn try_recv_slice(&self) -> Result<ReadGuard<'_, [T]>, TryRecvError> {
         ReadGuard::new(Held::Mpmc(self.inner.try_recv()?), &self.shape, false).map_err(try_recv_err)
     }
@@ -982,13 +1031,13 @@ mod tests {
     fn shapes() {
         assert_eq!(MPMC_BASE, 32);
         assert_eq!(SPSC_BASE, 8);
-        let s = Shape::of::<u64>(SPSC_BASE);
-        assert_eq!((s.size, s.align, s.extra), (8, 8, 0));
+        let s = Shape::<u64>::of(SPSC_BASE);
+        assert_eq!(s.extra, 0);
         #[repr(C, align(64))]
         struct Big([u8; 64]);
-        let s = Shape::of::<Big>(SPSC_BASE);
-        assert_eq!((s.size, s.align, s.extra), (64, 64, 56));
-        let s = Shape::of::<Big>(MPMC_BASE);
+        let s = Shape::<Big>::of(SPSC_BASE);
+        assert_eq!(s.extra, 56);
+        let s = Shape::<Big>::of(MPMC_BASE);
         assert_eq!(s.extra, 32);
         assert_eq!(s.wire_len(2), Some(160));
     }
@@ -997,13 +1046,13 @@ mod tests {
     fn locate_checks_length_and_alignment() {
         let buf = vec![0u64; 64];
         let bytes = buf.as_bytes();
-        let s = Shape::of::<u32>(SPSC_BASE);
+        let s = Shape::<u32>::of(SPSC_BASE);
         assert_eq!(s.locate(&bytes[..4], true), Ok(0..4));
         assert!(s.locate(&bytes[..8], true).is_err());
         assert!(s.locate(&bytes[..6], false).is_err());
         assert_eq!(s.locate(&bytes[..12], false), Ok(0..12));
         // A payload that does not start where the ring promises: no room to align.
-        let s = Shape::of::<u64>(SPSC_BASE);
+        let s = Shape::<u64>::of(SPSC_BASE);
         assert!(s.locate(&bytes[4..12], true).is_err());
     }
 }
