@@ -50,12 +50,24 @@ fn main() -> shmlane::Result<()> {
     }
 
     let opts = Options::new().capacity(1 << 20).schema(SCHEMA);
-    let mut tx = Producer::<Tick>::create(&name, &opts)?;
+    let tx = Producer::<Tick>::create(&name, &opts)?;
     let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
         .args(["consume", &name])
         .spawn()
         .expect("spawn the consumer");
     let start = Instant::now();
+    let sent = produce(tx);
+    // Reap the consumer whatever happened (it sees Disconnected or PeerDied if we failed).
+    let status = child.wait().expect("wait for the consumer");
+    sent?;
+    println!(
+        "sent {COUNT} ticks + a slice of 100 in {:?}; consumer {status}",
+        start.elapsed()
+    );
+    Ok(())
+}
+
+fn produce(mut tx: Producer<Tick>) -> shmlane::Result<()> {
     for seq in 0..COUNT {
         if seq % 2 == 0 {
             tx.send(&tick(seq))?;
@@ -69,15 +81,7 @@ fn main() -> shmlane::Result<()> {
     // A sample buffer: many ticks in one message.
     let batch: Vec<Tick> = (COUNT..COUNT + 100).map(tick).collect();
     tx.send_slice(&batch)?;
-    drop(tx); // the consumer drains, then sees the end
-    let status = child.wait().expect("wait for the consumer");
-    println!(
-        "sent {} ticks + a slice of {} in {:?}; consumer {status}",
-        COUNT,
-        batch.len(),
-        start.elapsed()
-    );
-    Ok(())
+    Ok(()) // dropping tx: the consumer drains, then sees the end
 }
 
 fn consume(name: &str) -> shmlane::Result<()> {
