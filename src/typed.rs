@@ -1,7 +1,7 @@
 //! Typed messages: send a struct, read it in place.
 //!
 //! The typed endpoints wrap the byte endpoints ([`Producer`]/[`Consumer`] over
-//! [`spsc`](crate::spsc), [`Sender`]/[`Receiver`] over [`mpmc`](crate::mpmc)) and carry
+//! [`spsc`], [`Sender`]/[`Receiver`] over [`mpmc`]) and carry
 //! values of one type `T`. A [`ReadGuard<T>`](ReadGuard) derefs to a `&T` that lies in the
 //! ring (no copy); [`Consumer::recv_copy`] copies it out instead.
 //!
