@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::segment::header::{self, Geometry, Invalid, Kind, Mapped, PeerState, HEADER_SIZE};
+use crate::segment::header::{
+    self, Fingerprint, Geometry, Invalid, Kind, Mapped, PeerState, HEADER_SIZE,
+};
 use crate::segment::Segment;
 use crate::sync::Ordering;
 use crate::wait::Gone;
@@ -13,8 +15,22 @@ use crate::Options;
 /// How long `open` waits for a creator that has not finished initialising the segment.
 pub(crate) const READY_TIMEOUT: Duration = Duration::from_millis(2000);
 
-/// Creates and initialises a segment of the given geometry (`segment_len` is filled in).
-pub(crate) fn create(name: &str, opts: &Options, mut geometry: Geometry) -> Result<Mapped> {
+/// Creates and initialises a segment of the given geometry (`segment_len` is filled in)
+/// carrying messages of `fingerprint` (untyped: all zero).
+pub(crate) fn create(
+    name: &str,
+    opts: &Options,
+    mut geometry: Geometry,
+    fingerprint: &Fingerprint,
+) -> Result<Mapped> {
+    if !fingerprint.is_typed() && opts.get_schema() != 0 {
+        return Err(Error::InvalidOptions {
+            reason: format!(
+                "schema {} is for typed channels (shmlane::typed); an untyped channel has none",
+                opts.get_schema()
+            ),
+        });
+    }
     let len = HEADER_SIZE
         .checked_add(geometry.capacity)
         .ok_or_else(|| Error::InvalidOptions {
@@ -23,7 +39,7 @@ pub(crate) fn create(name: &str, opts: &Options, mut geometry: Geometry) -> Resu
     geometry.segment_len = len;
     let mut seg = Segment::create(name, len, opts.get_backing(), opts.get_mode())?;
     seg.set_remove_on_drop(!opts.get_persist());
-    Mapped::init(seg, geometry, |m| {
+    Mapped::init(seg, geometry, fingerprint, |m| {
         if m.geometry().kind == Kind::Mpmc {
             crate::ring::mpmc::init_stamps(m);
         }
@@ -40,20 +56,31 @@ pub(crate) fn model(name: &str, geometry: Geometry) -> std::sync::Arc<Mapped> {
     }))
 }
 
-/// Opens and validates a segment of the given kind, waiting up to [`READY_TIMEOUT`] for a
-/// creator that is still initialising it.
-pub(crate) fn open(name: &str, kind: Kind) -> Result<Mapped> {
-    open_until(name, kind, None)
+/// Opens and validates a segment of the given kind carrying messages of `fingerprint`
+/// (untyped: all zero; another one is [`Error::TypeMismatch`]), waiting up to
+/// [`READY_TIMEOUT`] for a creator that is still initialising it.
+pub(crate) fn open(name: &str, kind: Kind, fingerprint: &Fingerprint) -> Result<Mapped> {
+    open_until(name, kind, fingerprint, None)
 }
 
 /// Opens and validates a segment, waiting until `deadline` for the name to appear and
 /// for its creator to finish initialising it; [`Error::Timeout`] after. Any other error
 /// (a foreign segment, a wrong kind, permissions) is returned at once.
-pub(crate) fn open_timeout(name: &str, kind: Kind, timeout: Duration) -> Result<Mapped> {
-    open_until(name, kind, Some(Instant::now() + timeout))
+pub(crate) fn open_timeout(
+    name: &str,
+    kind: Kind,
+    fingerprint: &Fingerprint,
+    timeout: Duration,
+) -> Result<Mapped> {
+    open_until(name, kind, fingerprint, Some(Instant::now() + timeout))
 }
 
-fn open_until(name: &str, kind: Kind, deadline: Option<Instant>) -> Result<Mapped> {
+fn open_until(
+    name: &str,
+    kind: Kind,
+    fingerprint: &Fingerprint,
+    deadline: Option<Instant>,
+) -> Result<Mapped> {
     let start = Instant::now();
     let pause = |deadline: Option<Instant>| -> bool {
         // Polls every 2 ms at first, then every 10 ms; false once the deadline is past.
@@ -89,6 +116,10 @@ fn open_until(name: &str, kind: Kind, deadline: Option<Instant>) -> Result<Mappe
         };
         match Mapped::validate(seg, Some(kind)) {
             Ok(m) => {
+                let stored = m.fingerprint();
+                if !stored.matches(fingerprint) {
+                    return Err(stored.mismatch(fingerprint));
+                }
                 // Only the part the validated header describes: the file may be longer.
                 m.segment().prefault(m.geometry().segment_len);
                 return Ok(m);

@@ -119,6 +119,17 @@ pub enum Error {
         /// The kind asked for.
         expected: &'static str,
     },
+    /// The channel carries another message type than the endpoint asks for: another type,
+    /// size, alignment or schema version, or a typed channel opened by an untyped
+    /// endpoint (or the other way round). See `shmlane::typed`.
+    #[error("the channel carries {stored}, but this endpoint asks for {asked}; open it with the type (and `Options::schema`) it was created with")]
+    TypeMismatch {
+        /// What the segment stores, in words (`"my::Tick (24 B, align 8, schema 1)"`, or
+        /// `"untyped bytes"`).
+        stored: String,
+        /// What the endpoint asked for, in the same words.
+        asked: String,
+    },
     /// The System V key derived from the name belongs to a segment with another name.
     #[error("the System V key {key:#010x} derived from {name} is used by a shmlane segment named {other}; pick another name")]
     KeyCollision {

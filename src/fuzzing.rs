@@ -338,6 +338,7 @@ fn check_open_result<T>(what: &str, r: &Result<T, Error>) {
                     | Error::VersionMismatch { .. }
                     | Error::LayoutMismatch { .. }
                     | Error::KindMismatch { .. }
+                    | Error::TypeMismatch { .. }
                     | Error::Corrupt { .. }
                     | Error::RoleTaken { .. }
                     | Error::TooManyEndpoints { .. }

@@ -27,9 +27,9 @@ use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
 use crate::segment::header::{
-    self, layout_hash, word_role, Endpoint, Header, Kind, EP_ATTACHED, EP_CLOSED, EP_FREE,
-    FLAG_HANDED_OVER, FLAG_PERSIST, HEADER_SIZE, MAGIC, MAX_ENDPOINTS, NAME_CAP, ROLE_RECEIVER,
-    ROLE_SENDER, SPSC_CONSUMER, SPSC_PRODUCER, STATE_READY, VERSION,
+    self, layout_hash, word_role, Endpoint, Fingerprint, Header, Kind, EP_ATTACHED, EP_CLOSED,
+    EP_FREE, FLAG_HANDED_OVER, FLAG_PERSIST, HEADER_SIZE, MAGIC, MAX_ENDPOINTS, NAME_CAP,
+    ROLE_RECEIVER, ROLE_SENDER, SPSC_CONSUMER, SPSC_PRODUCER, STATE_READY, TYPE_NAME_CAP, VERSION,
 };
 use crate::segment::{sysv_key, validate_name, Backing, Held, Segment};
 use crate::Wait;
@@ -226,6 +226,16 @@ pub struct Fields {
     /// `flags`: `FLAG_PERSIST` (1) made with `persist(true)`; `FLAG_HANDED_OVER` (2) its
     /// creator left unread messages and the name for the reader.
     pub flags: Option<u32>,
+    /// `type_hash`: typed channels, FNV-1a of the message type's name (0: untyped).
+    pub type_hash: Option<u64>,
+    /// `type_size`: typed channels, `size_of` the message type (0: untyped).
+    pub type_size: Option<u64>,
+    /// `type_align`: typed channels, `align_of` the message type (0: untyped).
+    pub type_align: Option<u32>,
+    /// `type_schema`: typed channels, the schema version.
+    pub type_schema: Option<u32>,
+    /// The stored type name (lossy UTF-8, at most [`TYPE_NAME_CAP`] bytes).
+    pub type_name: Option<String>,
 }
 
 /// How full a ring is.
@@ -481,6 +491,28 @@ impl Report {
         (used <= total).then_some(Fill { used, total, slots })
     }
 
+    /// The message type of a typed channel ([`crate::typed`]) in words, with its name
+    /// hash: `my::Tick (24 B, align 8, schema 1; name hash 0x…)`; `untyped bytes` for a
+    /// byte channel; `None` when the fields could not be read.
+    pub fn message_type(&self) -> Option<String> {
+        let f = &self.fields;
+        let fp = Fingerprint {
+            hash: f.type_hash?,
+            size: f.type_size?,
+            align: f.type_align?,
+            schema: f.type_schema?,
+            name: f.type_name.clone().unwrap_or_default(),
+        };
+        Some(if fp.is_typed() {
+            format!(
+                "{} ({} B, align {}, schema {}; name hash {:#018x})",
+                fp.name, fp.size, fp.align, fp.schema, fp.hash
+            )
+        } else {
+            fp.describe()
+        })
+    }
+
     /// Creation time, if recorded.
     pub fn created(&self) -> Option<SystemTime> {
         match self.fields.created_unix_ns? {
@@ -599,6 +631,15 @@ impl Report {
         put("mpmc_ever", json!(f.mpmc_ever));
         put("lost", json!(f.lost));
         put("flags", json!(f.flags));
+        put("type", json!(self.message_type()));
+        put("type_name", json!(f.type_name));
+        put(
+            "type_hash",
+            json!(f.type_hash.map(|h| format!("{h:#018x}"))),
+        );
+        put("type_size", json!(f.type_size));
+        put("type_align", json!(f.type_align));
+        put("type_schema", json!(f.type_schema));
         put("persistent", json!(self.persistent()));
         put("unread", json!(self.unread));
         put("pending", json!(self.pending()));
@@ -622,6 +663,13 @@ fn read_fields(seg: &Segment) -> Fields {
     let stored_name = name_len.and_then(|n| {
         let base = offset_of!(Header, name);
         let bytes: Option<Vec<u8>> = (0..(n as usize).min(NAME_CAP))
+            .map(|i| seg.load_u8(base + i))
+            .collect();
+        bytes.map(|b| String::from_utf8_lossy(&b).into_owned())
+    });
+    let type_name = u32_at!(type_name_len).and_then(|n| {
+        let base = offset_of!(Header, type_name);
+        let bytes: Option<Vec<u8>> = (0..(n as usize).min(TYPE_NAME_CAP))
             .map(|i| seg.load_u8(base + i))
             .collect();
         bytes.map(|b| String::from_utf8_lossy(&b).into_owned())
@@ -653,6 +701,11 @@ fn read_fields(seg: &Segment) -> Fields {
         mpmc_ever: u32_at!(mpmc_ever),
         lost: u64_at!(lost),
         flags: u32_at!(flags),
+        type_hash: u64_at!(type_hash),
+        type_size: u64_at!(type_size),
+        type_align: u32_at!(type_align),
+        type_schema: u32_at!(type_schema),
+        type_name,
     }
 }
 
@@ -1409,7 +1462,7 @@ mod tests {
                     slot_count: 0,
                     wait: 3,
                 };
-                let m = channel::create(&name, &opts, geometry).unwrap();
+                let m = channel::create(&name, &opts, geometry, &Default::default()).unwrap();
                 damage(m.header());
                 let r = inspect(&name).unwrap();
                 assert_eq!(r.validation, opener_says(&name), "{backing} {what}");

@@ -50,6 +50,7 @@ pub mod ring;
 pub mod segment;
 pub mod spsc;
 mod sync;
+pub mod typed;
 pub mod wait;
 
 pub use error::{Error, Result, Role, TryRecvError, TrySendError};

@@ -44,7 +44,9 @@ use crate::channel::{self, Me};
 use crate::error::{Error, Result, TryRecvError, TrySendError};
 use crate::ring::mpmc::{claim_id, MpmcRing, RecvClaim, SendClaim, CANCELLED};
 use crate::segment::header::{split_word, word_role, PeerState, EP_CLOSED, EP_FREE};
-use crate::segment::header::{Geometry, Kind, Mapped, MAX_ENDPOINTS, ROLE_RECEIVER, ROLE_SENDER};
+use crate::segment::header::{
+    Fingerprint, Geometry, Kind, Mapped, MAX_ENDPOINTS, ROLE_RECEIVER, ROLE_SENDER,
+};
 use crate::sync::Arc;
 use crate::wait::{self, Gone, Wait, Waiting};
 use crate::Options;
@@ -309,7 +311,11 @@ impl Sender {
     /// Creates the channel `name` and returns a sender. The name is removed when the last
     /// clone of this sender drops, unless `opts.persist(true)`.
     pub fn create(name: &str, opts: &Options) -> Result<Sender> {
-        let mapped = channel::create(name, opts, mpmc_geometry(opts)?)?;
+        Sender::create_as(name, opts, &Fingerprint::untyped())
+    }
+
+    pub(crate) fn create_as(name: &str, opts: &Options, fp: &Fingerprint) -> Result<Sender> {
+        let mapped = channel::create(name, opts, mpmc_geometry(opts)?, fp)?;
         Ok(Sender {
             ep: Endpoint::attach(StdArc::new(mapped), ROLE_SENDER)?,
         })
@@ -317,8 +323,13 @@ impl Sender {
 
     /// Opens the existing channel `name` as a new sender.
     pub fn open(name: &str) -> Result<Sender> {
+        Sender::open_as(name, &Fingerprint::untyped())
+    }
+
+    pub(crate) fn open_as(name: &str, fp: &Fingerprint) -> Result<Sender> {
+        let mapped = channel::open(name, Kind::Mpmc, fp)?;
         Ok(Sender {
-            ep: Endpoint::attach(StdArc::new(channel::open(name, Kind::Mpmc)?), ROLE_SENDER)?,
+            ep: Endpoint::attach(StdArc::new(mapped), ROLE_SENDER)?,
         })
     }
 
@@ -326,7 +337,15 @@ impl Sender {
     /// appear and for its creator to finish setting it up. [`Error::Timeout`] after that;
     /// any other error at once.
     pub fn open_timeout(name: &str, timeout: Duration) -> Result<Sender> {
-        let mapped = channel::open_timeout(name, Kind::Mpmc, timeout)?;
+        Sender::open_timeout_as(name, timeout, &Fingerprint::untyped())
+    }
+
+    pub(crate) fn open_timeout_as(
+        name: &str,
+        timeout: Duration,
+        fp: &Fingerprint,
+    ) -> Result<Sender> {
+        let mapped = channel::open_timeout(name, Kind::Mpmc, fp, timeout)?;
         Ok(Sender {
             ep: Endpoint::attach(StdArc::new(mapped), ROLE_SENDER)?,
         })
@@ -476,7 +495,11 @@ impl Receiver {
     /// Creates the channel `name` and returns a receiver. The name is removed when the last
     /// clone of this receiver drops, unless `opts.persist(true)`.
     pub fn create(name: &str, opts: &Options) -> Result<Receiver> {
-        let mapped = channel::create(name, opts, mpmc_geometry(opts)?)?;
+        Receiver::create_as(name, opts, &Fingerprint::untyped())
+    }
+
+    pub(crate) fn create_as(name: &str, opts: &Options, fp: &Fingerprint) -> Result<Receiver> {
+        let mapped = channel::create(name, opts, mpmc_geometry(opts)?, fp)?;
         Ok(Receiver {
             ep: Endpoint::attach(StdArc::new(mapped), ROLE_RECEIVER)?,
         })
@@ -484,8 +507,13 @@ impl Receiver {
 
     /// Opens the existing channel `name` as a new receiver.
     pub fn open(name: &str) -> Result<Receiver> {
+        Receiver::open_as(name, &Fingerprint::untyped())
+    }
+
+    pub(crate) fn open_as(name: &str, fp: &Fingerprint) -> Result<Receiver> {
+        let mapped = channel::open(name, Kind::Mpmc, fp)?;
         Ok(Receiver {
-            ep: Endpoint::attach(StdArc::new(channel::open(name, Kind::Mpmc)?), ROLE_RECEIVER)?,
+            ep: Endpoint::attach(StdArc::new(mapped), ROLE_RECEIVER)?,
         })
     }
 
@@ -493,7 +521,15 @@ impl Receiver {
     /// appear and for its creator to finish setting it up. [`Error::Timeout`] after that;
     /// any other error at once.
     pub fn open_timeout(name: &str, timeout: Duration) -> Result<Receiver> {
-        let mapped = channel::open_timeout(name, Kind::Mpmc, timeout)?;
+        Receiver::open_timeout_as(name, timeout, &Fingerprint::untyped())
+    }
+
+    pub(crate) fn open_timeout_as(
+        name: &str,
+        timeout: Duration,
+        fp: &Fingerprint,
+    ) -> Result<Receiver> {
+        let mapped = channel::open_timeout(name, Kind::Mpmc, fp, timeout)?;
         Ok(Receiver {
             ep: Endpoint::attach(StdArc::new(mapped), ROLE_RECEIVER)?,
         })

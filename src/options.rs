@@ -43,6 +43,7 @@ pub struct Options {
     mode: u32,
     wait: Wait,
     persist: bool,
+    schema: u32,
 }
 
 impl Default for Options {
@@ -62,6 +63,7 @@ impl Options {
             mode: 0o600,
             wait: Wait::Block,
             persist: false,
+            schema: 0,
         }
     }
 
@@ -128,6 +130,22 @@ impl Options {
     pub fn persist(mut self, persist: bool) -> Options {
         self.persist = persist;
         self
+    }
+
+    /// The schema version of a typed channel ([`crate::typed`]; default 0), stored in the
+    /// segment beside the message type's name, size and alignment. Raise it when the
+    /// meaning of a type changes without its name or shape changing: an endpoint that
+    /// asks for another schema gets [`Error::TypeMismatch`]. Openers say which schema
+    /// they expect with `open_schema`. Untyped channels have none: a non-zero schema
+    /// given to an untyped `create` is [`Error::InvalidOptions`].
+    pub fn schema(mut self, version: u32) -> Options {
+        self.schema = version;
+        self
+    }
+
+    /// The schema version.
+    pub fn get_schema(&self) -> u32 {
+        self.schema
     }
 
     /// The capacity as given (before rounding).

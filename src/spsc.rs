@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 use crate::channel::{self, peer_closed, Me, PeerWatch};
 use crate::error::{Error, Result, Role, TryRecvError, TrySendError};
 use crate::ring::spsc::{ConsumerRing, Corrupt, ProducerRing, Record};
-use crate::segment::header::{Geometry, Kind, Mapped, PeerState, SPSC_CONSUMER, SPSC_PRODUCER};
+use crate::segment::header::{
+    Fingerprint, Geometry, Kind, Mapped, PeerState, SPSC_CONSUMER, SPSC_PRODUCER,
+};
 use crate::wait::{self, Wait, Waiting};
 use crate::Options;
 
@@ -117,7 +119,11 @@ impl Producer {
     /// Errors: [`Error::AlreadyExists`], [`Error::InvalidName`], [`Error::InvalidOptions`],
     /// [`Error::NoSpace`], [`Error::PermissionDenied`].
     pub fn create(name: &str, opts: &Options) -> Result<Producer> {
-        let mapped = channel::create(name, opts, spsc_geometry(opts)?)?;
+        Producer::create_as(name, opts, &Fingerprint::untyped())
+    }
+
+    pub(crate) fn create_as(name: &str, opts: &Options, fp: &Fingerprint) -> Result<Producer> {
+        let mapped = channel::create(name, opts, spsc_geometry(opts)?, fp)?;
         Producer::attach(Arc::new(mapped))
     }
 
@@ -127,15 +133,27 @@ impl Producer {
     /// Errors: [`Error::NotFound`], [`Error::RoleTaken`] while another producer lives,
     /// and every validation error ([`Error::NotShmlane`], [`Error::KindMismatch`], ...).
     pub fn open(name: &str) -> Result<Producer> {
-        Producer::attach(Arc::new(channel::open(name, Kind::Spsc)?))
+        Producer::open_as(name, &Fingerprint::untyped())
+    }
+
+    pub(crate) fn open_as(name: &str, fp: &Fingerprint) -> Result<Producer> {
+        Producer::attach(Arc::new(channel::open(name, Kind::Spsc, fp)?))
     }
 
     /// Creates the channel, or opens it if it exists already.
     pub fn create_or_open(name: &str, opts: &Options) -> Result<Producer> {
+        Producer::create_or_open_as(name, opts, &Fingerprint::untyped())
+    }
+
+    pub(crate) fn create_or_open_as(
+        name: &str,
+        opts: &Options,
+        fp: &Fingerprint,
+    ) -> Result<Producer> {
         channel::create_or_open(
             name,
-            || Producer::create(name, opts),
-            || Producer::open(name),
+            || Producer::create_as(name, opts, fp),
+            || Producer::open_as(name, fp),
         )
     }
 
@@ -143,7 +161,16 @@ impl Producer {
     /// creator to finish setting it up (a peer that starts first need not loop on
     /// [`Error::NotFound`]). [`Error::Timeout`] after that; any other error at once.
     pub fn open_timeout(name: &str, timeout: Duration) -> Result<Producer> {
-        Producer::attach(Arc::new(channel::open_timeout(name, Kind::Spsc, timeout)?))
+        Producer::open_timeout_as(name, timeout, &Fingerprint::untyped())
+    }
+
+    pub(crate) fn open_timeout_as(
+        name: &str,
+        timeout: Duration,
+        fp: &Fingerprint,
+    ) -> Result<Producer> {
+        let mapped = channel::open_timeout(name, Kind::Spsc, fp, timeout)?;
+        Producer::attach(Arc::new(mapped))
     }
 
     fn attach(mapped: Arc<Mapped>) -> Result<Producer> {
@@ -464,21 +491,37 @@ impl Consumer {
     /// Creates the channel `name` and becomes its consumer (the producer opens it). The name
     /// is removed when this consumer drops, unless `opts.persist(true)`.
     pub fn create(name: &str, opts: &Options) -> Result<Consumer> {
-        let mapped = channel::create(name, opts, spsc_geometry(opts)?)?;
+        Consumer::create_as(name, opts, &Fingerprint::untyped())
+    }
+
+    pub(crate) fn create_as(name: &str, opts: &Options, fp: &Fingerprint) -> Result<Consumer> {
+        let mapped = channel::create(name, opts, spsc_geometry(opts)?, fp)?;
         Consumer::attach(Arc::new(mapped))
     }
 
     /// Opens the existing channel `name` as its consumer.
     pub fn open(name: &str) -> Result<Consumer> {
-        Consumer::attach(Arc::new(channel::open(name, Kind::Spsc)?))
+        Consumer::open_as(name, &Fingerprint::untyped())
+    }
+
+    pub(crate) fn open_as(name: &str, fp: &Fingerprint) -> Result<Consumer> {
+        Consumer::attach(Arc::new(channel::open(name, Kind::Spsc, fp)?))
     }
 
     /// Creates the channel, or opens it if it exists already.
     pub fn create_or_open(name: &str, opts: &Options) -> Result<Consumer> {
+        Consumer::create_or_open_as(name, opts, &Fingerprint::untyped())
+    }
+
+    pub(crate) fn create_or_open_as(
+        name: &str,
+        opts: &Options,
+        fp: &Fingerprint,
+    ) -> Result<Consumer> {
         channel::create_or_open(
             name,
-            || Consumer::create(name, opts),
-            || Consumer::open(name),
+            || Consumer::create_as(name, opts, fp),
+            || Consumer::open_as(name, fp),
         )
     }
 
@@ -486,7 +529,16 @@ impl Consumer {
     /// creator to finish setting it up (a peer that starts first need not loop on
     /// [`Error::NotFound`]). [`Error::Timeout`] after that; any other error at once.
     pub fn open_timeout(name: &str, timeout: Duration) -> Result<Consumer> {
-        Consumer::attach(Arc::new(channel::open_timeout(name, Kind::Spsc, timeout)?))
+        Consumer::open_timeout_as(name, timeout, &Fingerprint::untyped())
+    }
+
+    pub(crate) fn open_timeout_as(
+        name: &str,
+        timeout: Duration,
+        fp: &Fingerprint,
+    ) -> Result<Consumer> {
+        let mapped = channel::open_timeout(name, Kind::Spsc, fp, timeout)?;
+        Consumer::attach(Arc::new(mapped))
     }
 
     fn attach(mapped: Arc<Mapped>) -> Result<Consumer> {

@@ -119,12 +119,22 @@ fn message(i: u32) -> Vec<u8> {
         .collect()
 }
 
+/// [`message`] cut to a length the backend carries (`shm-spsc-typed` carries `u64`
+/// slices: multiples of 8 bytes; every other backend carries any length up to `MAX`).
+fn message_for<T: Transport>(i: u32) -> Vec<u8> {
+    let mut m = message(i);
+    while T::supports(m.len()).is_err() {
+        m.pop();
+    }
+    m
+}
+
 fn send_all<T: Transport>(tx: &mut T::Tx) {
     for i in 0..MESSAGES {
-        tx.send(&message(i))
+        tx.send(&message_for::<T>(i))
             .unwrap_or_else(|e| panic!("{}: send {i}: {e}", T::NAME));
     }
-    let too_big = vec![0u8; MAX + 1];
+    let too_big = vec![0u8; MAX + 8];
     assert!(
         matches!(tx.send(&too_big), Err(Error::MessageTooLarge { .. })),
         "{}: a message over max_message must be refused",
@@ -134,7 +144,7 @@ fn send_all<T: Transport>(tx: &mut T::Tx) {
 
 fn recv_all<T: Transport>(rx: &mut T::Rx) {
     for i in 0..MESSAGES {
-        let want = message(i);
+        let want = message_for::<T>(i);
         let same = rx
             .recv_with(|m| m == &want[..])
             .unwrap_or_else(|e| panic!("{}: recv {i}: {e}", T::NAME));
@@ -229,7 +239,7 @@ fn crash_child() {
             let mut tx = open_retry("open_tx in the child", || T::open_tx(name, &small_config()));
             for i in 0..CRASH_MESSAGES {
                 // Through the trait: some senders also have an inherent `send(&self)`.
-                TxEnd::send(&mut tx, &message(i)).expect("send in the child");
+                TxEnd::send(&mut tx, &message_for::<T>(i)).expect("send in the child");
             }
             die(tx)
         } else {
@@ -278,7 +288,7 @@ fn with_child(role: &str, backend: &str, name: &str, parent: impl FnOnce()) {
 /// shmlane's own rings tell a peer that died (`PeerDied`) from one that closed
 /// (`Disconnected`); the kernel-IPC baselines and the mutex queue cannot.
 fn tells_death(backend: &str) -> bool {
-    matches!(backend, "shm-spsc" | "shm-mpmc")
+    matches!(backend, "shm-spsc" | "shm-spsc-typed" | "shm-mpmc")
 }
 
 fn sender_killed_with<T: Transport>() {
@@ -287,7 +297,7 @@ fn sender_killed_with<T: Transport>() {
         let mut rx = T::create_rx(&name, &small_config())
             .unwrap_or_else(|e| panic!("{}: create_rx: {e}", T::NAME));
         for i in 0..CRASH_MESSAGES {
-            let want = message(i);
+            let want = message_for::<T>(i);
             let same = rx
                 .recv_with(|m| m == &want[..])
                 .unwrap_or_else(|e| panic!("{}: recv {i}: {e}", T::NAME));
@@ -313,7 +323,7 @@ fn receiver_killed_with<T: Transport>() {
         let t = Instant::now();
         let mut sent = 0u32;
         loop {
-            match tx.send(&message(sent % MESSAGES)) {
+            match tx.send(&message_for::<T>(sent % MESSAGES)) {
                 Ok(()) => sent += 1,
                 Err(Error::PeerDied) if tells_death(T::NAME) => break,
                 Err(Error::Disconnected) if !tells_death(T::NAME) => break,
@@ -397,6 +407,7 @@ macro_rules! backend_tests {
 
 backend_tests! {
     shm_spsc => "shm-spsc", killed_receiver_is_noticed;
+    shm_spsc_typed => "shm-spsc-typed", killed_receiver_is_noticed;
     shm_mpmc => "shm-mpmc", killed_receiver_is_noticed;
     shm_mutex => "shm-mutex", killed_receiver_is_noticed;
     pipe => "pipe", killed_receiver_is_noticed;

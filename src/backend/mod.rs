@@ -2,7 +2,7 @@
 //! the benchmarks compare them side by side.
 //!
 //! A [`Transport`] is a kind of channel: the shared-memory rings ([`ShmSpsc`],
-//! [`ShmMpmc`]), a classic
+//! [`ShmSpscTyped`], [`ShmMpmc`]), a classic
 //! lock-based shared-memory queue ([`ShmMutex`]) and the kernel's own mechanisms as
 //! baselines ([`Pipe`], [`UnixSocket`], [`SysvMsgq`], [`PosixMq`]). One process *creates*
 //! a channel by name and becomes one end; another process *opens* it by the same name and
@@ -15,6 +15,7 @@ mod posix_mq;
 mod shm_mpmc;
 mod shm_mutex;
 mod shm_spsc;
+mod shm_spsc_typed;
 mod sysv_msgq;
 mod unix_socket;
 
@@ -23,6 +24,7 @@ pub use posix_mq::{PosixMq, PosixMqRx, PosixMqTx};
 pub use shm_mpmc::ShmMpmc;
 pub use shm_mutex::{ShmMutex, ShmMutexRx, ShmMutexTx};
 pub use shm_spsc::ShmSpsc;
+pub use shm_spsc_typed::{ShmSpscTyped, ShmSpscTypedRx, ShmSpscTypedTx};
 pub use sysv_msgq::{SysvMsgq, SysvMsgqRx, SysvMsgqTx};
 pub use unix_socket::{UnixSocket, UnixSocketRx, UnixSocketTx};
 
@@ -105,6 +107,8 @@ pub(crate) fn within_limit(size: usize, limit: usize) -> std::result::Result<(),
 pub enum BackendKind {
     /// [`ShmSpsc`].
     ShmSpsc,
+    /// [`ShmSpscTyped`].
+    ShmSpscTyped,
     /// [`ShmMpmc`].
     ShmMpmc,
     /// [`ShmMutex`].
@@ -123,6 +127,7 @@ impl BackendKind {
     /// All backends, the reference (`pipe`) included.
     pub const ALL: &'static [BackendKind] = &[
         BackendKind::ShmSpsc,
+        BackendKind::ShmSpscTyped,
         BackendKind::ShmMpmc,
         BackendKind::ShmMutex,
         BackendKind::Pipe,
@@ -135,6 +140,7 @@ impl BackendKind {
     pub fn name(self) -> &'static str {
         match self {
             BackendKind::ShmSpsc => ShmSpsc::NAME,
+            BackendKind::ShmSpscTyped => ShmSpscTyped::NAME,
             BackendKind::ShmMpmc => ShmMpmc::NAME,
             BackendKind::ShmMutex => ShmMutex::NAME,
             BackendKind::Pipe => Pipe::NAME,
@@ -148,6 +154,7 @@ impl BackendKind {
     pub fn supports(self, size: usize) -> std::result::Result<(), String> {
         match self {
             BackendKind::ShmSpsc => ShmSpsc::supports(size),
+            BackendKind::ShmSpscTyped => ShmSpscTyped::supports(size),
             BackendKind::ShmMpmc => ShmMpmc::supports(size),
             BackendKind::ShmMutex => ShmMutex::supports(size),
             BackendKind::Pipe => Pipe::supports(size),
@@ -186,6 +193,10 @@ macro_rules! with_backend {
         match $kind {
             $crate::backend::BackendKind::ShmSpsc => {
                 type $t = $crate::backend::ShmSpsc;
+                $body
+            }
+            $crate::backend::BackendKind::ShmSpscTyped => {
+                type $t = $crate::backend::ShmSpscTyped;
                 $body
             }
             $crate::backend::BackendKind::ShmMpmc => {

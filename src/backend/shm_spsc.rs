@@ -13,7 +13,7 @@ pub struct ShmSpsc;
 /// less would make `Options` double the ring anyway (padding plus a record must fit in an
 /// empty ring). With the benchmarks' 4 MiB (`bench::BENCH_CAPACITY`) and 64 KiB messages
 /// it stays 4 MiB.
-fn options(cfg: &Config) -> Options {
+pub(super) fn options(cfg: &Config) -> Options {
     Options::new()
         .capacity(
             cfg.capacity

@@ -339,7 +339,10 @@ fn run_bench(a: BenchArgs) -> Result<(), String> {
             row.msgs_per_sec = best.msgs_per_sec();
             row.bytes_per_sec = best.bytes_per_sec();
             row.pct_of_floor = Some(100.0 * best.bytes_per_sec() / floor.bytes_per_sec());
-            if matches!(backend, BackendKind::ShmSpsc | BackendKind::ShmMpmc) {
+            if matches!(
+                backend,
+                BackendKind::ShmSpsc | BackendKind::ShmSpscTyped | BackendKind::ShmMpmc
+            ) {
                 row.wait_syscalls_per_msg = Some(best.wait_syscalls as f64 / best.messages as f64);
             }
             if a.latency_samples > 0 {
@@ -782,6 +785,7 @@ mod ops {
                 .map_or_else(|| "-".into(), |c| format!("{c} bytes ({})", human_bytes(c))),
         );
         line("max_message", or_dash(f.max_message));
+        line("type", r.message_type().unwrap_or_else(|| "-".into()));
         line(
             "slots",
             match r.kind() {

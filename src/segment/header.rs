@@ -38,6 +38,13 @@ pub const NAME_CAP: usize = 256;
 /// Longest name stored in the header (short, under loom).
 #[cfg(loom)]
 pub const NAME_CAP: usize = 32;
+/// Bytes of a typed channel's type name kept in the header, for display (`inspect`);
+/// longer names are cut. The comparison uses the hash of the whole name.
+#[cfg(not(loom))]
+pub const TYPE_NAME_CAP: usize = 128;
+/// Bytes of the type name kept in the header (short, under loom).
+#[cfg(loom)]
+pub const TYPE_NAME_CAP: usize = 8;
 /// `state` while the creator initialises the segment.
 pub const STATE_INIT: u32 = 0;
 /// `state` once the segment is ready.
@@ -247,6 +254,20 @@ pub struct Header {
     pub mpmc_ever: AtomicU32,
     /// Statistics: MPMC slots skipped because their claimer died.
     pub lost: CachePadded<AtomicU64>,
+    /// Typed channels (`shmlane::typed`): 64-bit FNV-1a of the message type's name
+    /// (`std::any::type_name`). The whole fingerprint (`type_*`) is zero for an untyped
+    /// channel.
+    pub type_hash: AtomicU64,
+    /// Typed channels: `size_of` the message type (0: untyped).
+    pub type_size: AtomicU64,
+    /// Typed channels: `align_of` the message type (0: untyped).
+    pub type_align: AtomicU32,
+    /// Typed channels: the schema version given with `Options::schema` (0 by default).
+    pub type_schema: AtomicU32,
+    /// Bytes of `type_name` in use.
+    pub type_name_len: AtomicU32,
+    /// The type name's first [`TYPE_NAME_CAP`] bytes, for people (`inspect`).
+    pub type_name: [AtomicU8; TYPE_NAME_CAP],
 }
 
 const _: () = assert!(size_of::<Header>() <= HEADER_SIZE);
@@ -290,6 +311,12 @@ impl Header {
             mpmc_live: [u32z(), u32z()],
             mpmc_ever: u32z(),
             lost: CachePadded::new(u64z()),
+            type_hash: u64z(),
+            type_size: u64z(),
+            type_align: u32z(),
+            type_schema: u32z(),
+            type_name_len: u32z(),
+            type_name: std::array::from_fn(|_| AtomicU8::new(0)),
         }
     }
 }
@@ -307,7 +334,7 @@ impl Mapped {
         // SAFETY: the heap segment is HEADER_SIZE-aligned, zeroed and at least
         // HEADER_SIZE >= size_of::<Header>() bytes; nothing refers to it yet.
         unsafe { std::ptr::write(seg.as_ptr() as *mut Header, Header::new_model()) };
-        Mapped::init(seg, geometry, init_data).expect("model init")
+        Mapped::init(seg, geometry, &Fingerprint::untyped(), init_data).expect("model init")
     }
 }
 const _: () = assert!(HEADER_SIZE % align_of::<Header>() == 0);
@@ -315,7 +342,7 @@ const _: () = assert!(HEADER_SIZE % align_of::<Header>() == 0);
 /// A hash of the size and offset of every header field and of the record header: a peer
 /// built with another layout is refused instead of reading garbage.
 pub fn layout_hash() -> u64 {
-    let parts: [u64; 39] = [
+    let parts: [u64; 46] = [
         size_of::<Header>() as u64,
         align_of::<Header>() as u64,
         offset_of!(Header, magic) as u64,
@@ -350,6 +377,13 @@ pub fn layout_hash() -> u64 {
         offset_of!(Header, mpmc_live) as u64,
         offset_of!(Header, mpmc_ever) as u64,
         offset_of!(Header, lost) as u64,
+        offset_of!(Header, type_hash) as u64,
+        offset_of!(Header, type_size) as u64,
+        offset_of!(Header, type_align) as u64,
+        offset_of!(Header, type_schema) as u64,
+        offset_of!(Header, type_name_len) as u64,
+        offset_of!(Header, type_name) as u64,
+        TYPE_NAME_CAP as u64,
         HEADER_SIZE as u64,
         crate::ring::RECORD_HEADER as u64,
         crate::ring::RECORD_ALIGN as u64,
@@ -362,6 +396,95 @@ pub fn layout_hash() -> u64 {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0000_0100_0000_01b3);
         }
+    }
+    h
+}
+
+/// What a typed channel carries (`shmlane::typed`), as stored in the header's `type_*`
+/// fields: a hash of the message type's name, its size and alignment, and the schema
+/// version given with `Options::schema`. An untyped channel stores zeros.
+///
+/// Two fingerprints match when hash, size, alignment and schema are equal; `name` (at
+/// most [`TYPE_NAME_CAP`] bytes of `std::any::type_name`) is for people only.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Fingerprint {
+    /// 64-bit FNV-1a of the whole type name (0: untyped).
+    pub hash: u64,
+    /// `size_of` the type (0: untyped).
+    pub size: u64,
+    /// `align_of` the type (0: untyped).
+    pub align: u32,
+    /// The schema version.
+    pub schema: u32,
+    /// The type name, cut to [`TYPE_NAME_CAP`] bytes (lossy UTF-8 when read back).
+    pub name: String,
+}
+
+impl Fingerprint {
+    /// The fingerprint of an untyped (byte) channel: all zero.
+    pub fn untyped() -> Fingerprint {
+        Fingerprint::default()
+    }
+
+    /// The fingerprint of a channel of `T` with schema version `schema`.
+    pub fn of<T>(schema: u32) -> Fingerprint {
+        let name = std::any::type_name::<T>();
+        let mut cut = name.len().min(TYPE_NAME_CAP);
+        while !name.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        Fingerprint {
+            hash: fnv1a(name.as_bytes()),
+            size: size_of::<T>() as u64,
+            align: align_of::<T>() as u32,
+            schema,
+            name: name[..cut].to_string(),
+        }
+    }
+
+    /// Whether this is a typed channel's fingerprint (any field non-zero).
+    pub fn is_typed(&self) -> bool {
+        self.hash != 0 || self.size != 0 || self.align != 0 || self.schema != 0
+    }
+
+    /// Whether an endpoint asking for `asked` may use a channel storing `self`.
+    pub fn matches(&self, asked: &Fingerprint) -> bool {
+        (self.hash, self.size, self.align, self.schema)
+            == (asked.hash, asked.size, asked.align, asked.schema)
+    }
+
+    /// In words: `untyped bytes`, or `my::Tick (24 B, align 8, schema 1)`.
+    pub fn describe(&self) -> String {
+        if !self.is_typed() {
+            return "untyped bytes".to_string();
+        }
+        format!(
+            "{} ({} B, align {}, schema {})",
+            self.name, self.size, self.align, self.schema
+        )
+    }
+
+    /// The [`Error::TypeMismatch`] of an endpoint asking for `asked` on a channel storing
+    /// `self`. When the two read alike (a name cut short, or another crate's type of the
+    /// same name and shape), the name hashes are added.
+    pub(crate) fn mismatch(&self, asked: &Fingerprint) -> Error {
+        let (mut stored, mut want) = (self.describe(), asked.describe());
+        if stored == want {
+            stored = format!("{stored}, name hash {:#018x}", self.hash);
+            want = format!("{want}, name hash {:#018x}", asked.hash);
+        }
+        Error::TypeMismatch {
+            stored,
+            asked: want,
+        }
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h
 }
@@ -471,6 +594,7 @@ impl Mapped {
     pub(crate) fn init(
         seg: Segment,
         geometry: Geometry,
+        fingerprint: &Fingerprint,
         init_data: impl FnOnce(&Mapped),
     ) -> Result<Mapped> {
         assert!(seg.len() >= HEADER_SIZE + geometry.capacity);
@@ -501,6 +625,16 @@ impl Mapped {
         let name = mapped.seg.name().as_bytes();
         h.name_len.store(name.len() as u32, Ordering::Relaxed);
         for (cell, b) in h.name.iter().zip(name) {
+            cell.store(*b, Ordering::Relaxed);
+        }
+        h.type_hash.store(fingerprint.hash, Ordering::Relaxed);
+        h.type_size.store(fingerprint.size, Ordering::Relaxed);
+        h.type_align.store(fingerprint.align, Ordering::Relaxed);
+        h.type_schema.store(fingerprint.schema, Ordering::Relaxed);
+        let type_name = &fingerprint.name.as_bytes()[..fingerprint.name.len().min(TYPE_NAME_CAP)];
+        h.type_name_len
+            .store(type_name.len() as u32, Ordering::Relaxed);
+        for (cell, b) in h.type_name.iter().zip(type_name) {
             cell.store(*b, Ordering::Relaxed);
         }
         init_data(&mapped);
@@ -685,6 +819,25 @@ impl Mapped {
     pub fn data_ptr(&self) -> *mut u8 {
         // SAFETY: HEADER_SIZE + capacity <= len was checked, so this stays in the mapping.
         unsafe { self.seg.as_ptr().add(HEADER_SIZE) }
+    }
+
+    /// The type fingerprint stored in the header (all zero for an untyped channel). It
+    /// is written before the segment is marked ready and never changed by this library;
+    /// a peer that scribbles on it after the open has no effect on this endpoint.
+    pub fn fingerprint(&self) -> Fingerprint {
+        let h = self.header();
+        let len = (h.type_name_len.load(Ordering::Relaxed) as usize).min(TYPE_NAME_CAP);
+        let name: Vec<u8> = h.type_name[..len]
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        Fingerprint {
+            hash: h.type_hash.load(Ordering::Relaxed),
+            size: h.type_size.load(Ordering::Relaxed),
+            align: h.type_align.load(Ordering::Relaxed),
+            schema: h.type_schema.load(Ordering::Relaxed),
+            name: String::from_utf8_lossy(&name).into_owned(),
+        }
     }
 
     /// The validated geometry.
