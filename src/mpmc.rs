@@ -157,6 +157,9 @@ impl Endpoint {
     /// `channel::LIVENESS_INTERVAL` for this registration, whichever clone, thread or call
     /// asks (so callers that wait in short slices are covered like long ones).
     fn slow_path_due(&self) -> bool {
+        if cfg!(loom) {
+            return true; // Models have no clock; every look may recover.
+        }
         let now = self.epoch.elapsed().as_millis() as u64 + 1;
         let last = self.last_slow.load(Ordering::Relaxed);
         // Another thread may have stored a later `now` than ours: saturate, never panic.
@@ -363,7 +366,7 @@ impl Sender {
                     if ep.other_side_gone() {
                         return Err(TrySendError::Disconnected);
                     }
-                    if ep.ring.recover_send() {
+                    if ep.ring.recover_send(ep.claim) {
                         if let Ok(Some(claim)) = ep.ring.try_claim_send(ep.claim) {
                             return Ok(WriteGrant::new(ep, claim, len));
                         }
@@ -406,7 +409,11 @@ impl Sender {
                             .map_err(Error::from)
                             .transpose()
                     },
-                    || ep.slow_path_due() && !ep.ring.recover_send() && ep.other_side_gone(),
+                    || {
+                        ep.slow_path_due()
+                            && !ep.ring.recover_send(ep.claim)
+                            && ep.other_side_gone()
+                    },
                 )?
             }
         };
@@ -587,17 +594,15 @@ impl<'a> WriteGrant<'a> {
         crate::ring::copy::copy_bytes(self, src);
     }
 
-    /// Publishes the message and wakes one sleeping receiver, if any.
+    /// Publishes the message and wakes a sleeping receiver, if any.
     pub fn commit(mut self) {
         let claim = self
             .claim
             .take()
             .expect("a grant holds its claim until commit or drop");
         // A failed publish means a receiver took this slot back, believing us dead; the
-        // message is counted in `lost` by that receiver.
+        // message is counted in `lost` by that receiver. The ring wakes receivers.
         let _ = self.ep.ring.publish(claim, self.len as u32, self.tag);
-        let h = self.ep.shared.header();
-        wait::wake(&h.data_waiters, &h.data_sem);
     }
 }
 
@@ -606,8 +611,6 @@ impl Drop for WriteGrant<'_> {
         if let Some(claim) = self.claim.take() {
             // The slot is ours for this lap: publish it as cancelled so receivers skip it.
             let _ = self.ep.ring.publish(claim, CANCELLED, 0);
-            let h = self.ep.shared.header();
-            wait::wake(&h.data_waiters, &h.data_sem);
         }
     }
 }
@@ -668,9 +671,8 @@ impl Deref for ReadGuard<'_> {
 impl Drop for ReadGuard<'_> {
     fn drop(&mut self) {
         if let Some(claim) = self.claim.take() {
+            // The ring wakes senders (as on every path that frees a slot).
             self.ep.ring.release(claim);
-            let h = self.ep.shared.header();
-            wait::wake(&h.space_waiters, &h.space_sem);
         }
     }
 }
