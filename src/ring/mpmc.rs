@@ -58,6 +58,21 @@ pub(crate) fn claim_id(index: usize, generation: u16) -> u64 {
 /// whoever takes the slot from a gone recoverer knows no message was in it.
 const RECOVERY: u64 = 1 << 63;
 
+/// Set with [`RECOVERY`] when the slot held a claimed message (a real claimer's, not a
+/// recoverer's) that the recovery throws away; whoever finishes the recovery counts it in
+/// `lost`, so a recoverer that dies midway neither loses nor doubles the count.
+const LOST: u64 = 1 << 62;
+
+/// The claim word a recovery writes over `word`, a claim for `pos` whose owner is gone.
+fn recovery_word(id: u64, pos: u64, word: u64) -> u64 {
+    let lost = if word & RECOVERY == 0 {
+        LOST
+    } else {
+        word & LOST
+    };
+    claim_word(id, pos) | RECOVERY | lost
+}
+
 fn claim_word(id: u64, pos: u64) -> u64 {
     id | (pos & 0xffff_ffff)
 }
@@ -66,13 +81,13 @@ fn claim_word(id: u64, pos: u64) -> u64 {
 /// slot never claimed) or one left by an earlier lap is not.
 #[inline]
 fn claims(word: u64, pos: u64) -> bool {
-    (word >> 48) & 0x7fff != 0 && word as u32 == pos as u32
+    (word >> 48) & 0x3fff != 0 && word as u32 == pos as u32
 }
 
 /// The claimer's `(registry index, generation)` of a claim word for `pos`, if it names a
 /// registry entry at all.
 fn claimer(word: u64, pos: u64) -> Option<(usize, u16)> {
-    let index = ((word >> 48) & 0x7fff) as usize;
+    let index = ((word >> 48) & 0x3fff) as usize;
     (claims(word, pos) && index <= MAX_ENDPOINTS).then(|| (index - 1, (word >> 32) as u16))
 }
 
@@ -473,7 +488,7 @@ impl MpmcRing {
     /// registration (`id`) is alive by definition (and the kernel does not show a POSIX
     /// segment's handle its own locks); a word naming no entry is garbage, so nobody.
     fn owner_gone(&self, word: u64, pos: u64, id: u64) -> bool {
-        if word & !RECOVERY & !0xffff_ffff == id {
+        if word & !(RECOVERY | LOST | 0xffff_ffff) == id {
             return false;
         }
         match claimer(word, pos) {
@@ -505,7 +520,7 @@ impl MpmcRing {
             .producer_claim
             .compare_exchange(
                 word,
-                claim_word(id, pos) | RECOVERY,
+                recovery_word(id, pos, word),
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             )
@@ -519,9 +534,6 @@ impl MpmcRing {
         if slot.stamp.load(Ordering::Acquire) != pos {
             return self.try_claim_recv(id);
         }
-        if word & RECOVERY == 0 {
-            h.lost.fetch_add(1, Ordering::Relaxed);
-        }
         // The gone owner may have died before moving the index on.
         let _ = h.write_pos.compare_exchange(
             pos,
@@ -529,7 +541,10 @@ impl MpmcRing {
             Ordering::Relaxed,
             Ordering::Relaxed,
         );
-        let _ = self.publish(SendClaim { pos }, CANCELLED, 0);
+        let published = self.publish(SendClaim { pos }, CANCELLED, 0).is_ok();
+        if published && word & (RECOVERY | LOST) != RECOVERY {
+            h.lost.fetch_add(1, Ordering::Relaxed);
+        }
         self.try_claim_recv(id)
     }
 
@@ -553,7 +568,7 @@ impl MpmcRing {
             .consumer_claim
             .compare_exchange(
                 word,
-                claim_word(id, prev) | RECOVERY,
+                recovery_word(id, prev, word),
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             )
@@ -565,9 +580,6 @@ impl MpmcRing {
         if slot.stamp.load(Ordering::Acquire) != prev.wrapping_add(1) {
             return false; // The gone owner had released it.
         }
-        if word & RECOVERY == 0 {
-            h.lost.fetch_add(1, Ordering::Relaxed);
-        }
         // The gone owner may have died before moving the index on.
         let _ = h.read_pos.compare_exchange(
             prev,
@@ -575,12 +587,20 @@ impl MpmcRing {
             Ordering::Relaxed,
             Ordering::Relaxed,
         );
-        self.release(RecvClaim {
-            pos: prev,
-            len: 0,
-            tag: 0,
-        });
-        true
+        let freed = slot
+            .stamp
+            .compare_exchange(
+                prev.wrapping_add(1),
+                pos,
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .is_ok();
+        if freed && word & (RECOVERY | LOST) != RECOVERY {
+            h.lost.fetch_add(1, Ordering::Relaxed);
+        }
+        self.wake_senders(prev);
+        freed
     }
 
     /// Messages published and not yet claimed, as seen now (approximate under contention).
