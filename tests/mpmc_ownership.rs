@@ -279,7 +279,7 @@ fn child_stop_at() {
 
 /// Starts `child_stop_at`, waits until it has stopped itself at `point`, kills it.
 fn kill_at(name: &str, role: &str, point: &str) {
-    let child = spawn_child(
+    let mut child = spawn_child(
         "child_stop_at",
         &[
             ("NAME", name.to_string()),
@@ -296,17 +296,19 @@ fn kill_at(name: &str, role: &str, point: &str) {
             other => panic!("child {point}: {other:?}"),
         }
         if start.elapsed() > Duration::from_secs(20) {
-            let _ = kill(pid, Signal::SIGKILL);
-            let _ = waitpid(pid, None);
+            let _ = child.kill();
+            let _ = child.wait();
             panic!("child never reached {point}");
         }
         std::thread::sleep(Duration::from_millis(2));
     }
     kill(pid, Signal::SIGKILL).unwrap();
-    assert!(matches!(
-        waitpid(pid, None),
-        Ok(WaitStatus::Signaled(_, Signal::SIGKILL, _))
-    ));
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(child.wait().unwrap().signal(), Some(libc_sigkill()));
+}
+
+fn libc_sigkill() -> i32 {
+    Signal::SIGKILL as i32
 }
 
 /// After a kill: the ring still moves for three laps, in order, without `Corrupt`.
