@@ -205,6 +205,17 @@ pub fn model_pair(slots: usize, max_message: usize, wait: Wait) -> (Sender, Rece
     (tx, rx)
 }
 
+#[cfg(loom)]
+impl Sender {
+    /// Under loom: claims the next slot in the name of a registration that has gone (an
+    /// entry nobody ever held), as a sender killed between claim and publish leaves it.
+    /// Returns whether a slot was claimed.
+    pub fn model_dead_claim(&self) -> bool {
+        let gone = claim_id(MAX_ENDPOINTS - 1, 0);
+        matches!(self.ep.ring.try_claim_send(gone), Ok(Some(_)))
+    }
+}
+
 /// A sending handle of an MPMC channel. Clone it freely: clones share one registration.
 #[derive(Clone)]
 pub struct Sender {
