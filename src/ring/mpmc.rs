@@ -225,7 +225,7 @@ impl MpmcRing {
     #[inline]
     pub(crate) fn try_claim_send(&self, id: u64) -> Result<Option<SendClaim>, Corrupt> {
         let h = self.mapped.header();
-        let mut pos = h.write_pos.load(Ordering::Relaxed);
+        let mut pos = h.write_pos.load(Ordering::Acquire);
         loop {
             let slot = self.slot(pos);
             // The word before the stamp (Acquire): a word read before a stamp that says
@@ -249,30 +249,30 @@ impl MpmcRing {
                         let _ = h.write_pos.compare_exchange(
                             pos,
                             pos.wrapping_add(1),
-                            Ordering::Relaxed,
-                            Ordering::Relaxed,
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
                         );
                         return Ok(Some(SendClaim { pos }));
                     }
                     // Somebody owned it first (or a recovery moved the word): look again.
-                    pos = h.write_pos.load(Ordering::Relaxed);
+                    pos = h.write_pos.load(Ordering::Acquire);
                     continue;
                 }
                 // Owned by another producer that has not moved the index yet: help.
                 let _ = h.write_pos.compare_exchange(
                     pos,
                     pos.wrapping_add(1),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
                 );
-                pos = h.write_pos.load(Ordering::Relaxed);
+                pos = h.write_pos.load(Ordering::Acquire);
             } else if diff < 0 {
                 // Full: the slot still holds lap `pos - count` (published, or claimed).
                 let c = self.count as i64;
                 if diff == -c || diff == 1 - c {
                     return Ok(None);
                 }
-                let cur = h.write_pos.load(Ordering::Relaxed);
+                let cur = h.write_pos.load(Ordering::Acquire);
                 if cur == pos && slot.stamp.load(Ordering::Acquire) == stamp {
                     return Err(Corrupt(format!(
                         "slot stamp {stamp} is impossible at enqueue position {pos}"
@@ -281,7 +281,7 @@ impl MpmcRing {
                 pos = cur;
             } else {
                 // Someone claimed `pos` before us: move on, unless nobody moved at all.
-                let cur = h.write_pos.load(Ordering::Relaxed);
+                let cur = h.write_pos.load(Ordering::Acquire);
                 if cur == pos {
                     return Err(Corrupt(format!(
                         "slot stamp {stamp} is ahead of the enqueue position {pos}"
@@ -356,7 +356,7 @@ impl MpmcRing {
     #[inline]
     pub(crate) fn try_claim_recv(&self, id: u64) -> Result<Option<RecvClaim>, Corrupt> {
         let h = self.mapped.header();
-        let mut pos = h.read_pos.load(Ordering::Relaxed);
+        let mut pos = h.read_pos.load(Ordering::Acquire);
         loop {
             let slot = self.slot(pos);
             let word = slot.consumer_claim.load(Ordering::Acquire);
@@ -385,8 +385,8 @@ impl MpmcRing {
                         let _ = h.read_pos.compare_exchange(
                             pos,
                             pos.wrapping_add(1),
-                            Ordering::Relaxed,
-                            Ordering::Relaxed,
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
                         );
                         let len = slot.len.load(Ordering::Relaxed);
                         let tag = slot.tag.load(Ordering::Relaxed);
@@ -408,24 +408,24 @@ impl MpmcRing {
                             ..claim
                         }));
                     }
-                    pos = h.read_pos.load(Ordering::Relaxed);
+                    pos = h.read_pos.load(Ordering::Acquire);
                     continue;
                 }
                 // Owned by another consumer that has not moved the index yet: help.
                 let _ = h.read_pos.compare_exchange(
                     pos,
                     pos.wrapping_add(1),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
                 );
-                pos = h.read_pos.load(Ordering::Relaxed);
+                pos = h.read_pos.load(Ordering::Acquire);
             } else if diff < 0 {
                 // Empty: not yet published (stamp == pos), or the slot still holds the
                 // previous lap's message (claimed by a consumer not done with it).
                 if stamp == pos || stamp == pos.wrapping_add(1).wrapping_sub(self.count) {
                     return Ok(None);
                 }
-                let cur = h.read_pos.load(Ordering::Relaxed);
+                let cur = h.read_pos.load(Ordering::Acquire);
                 if cur == pos && slot.stamp.load(Ordering::Acquire) == stamp {
                     return Err(Corrupt(format!(
                         "slot stamp {stamp} is impossible at dequeue position {pos}"
@@ -433,7 +433,7 @@ impl MpmcRing {
                 }
                 pos = cur;
             } else {
-                let cur = h.read_pos.load(Ordering::Relaxed);
+                let cur = h.read_pos.load(Ordering::Acquire);
                 if cur == pos {
                     return Err(Corrupt(format!(
                         "slot stamp {stamp} is ahead of the dequeue position {pos}"
@@ -538,8 +538,8 @@ impl MpmcRing {
         let _ = h.write_pos.compare_exchange(
             pos,
             pos.wrapping_add(1),
-            Ordering::Relaxed,
-            Ordering::Relaxed,
+            Ordering::AcqRel,
+            Ordering::Acquire,
         );
         let published = self.publish(SendClaim { pos }, CANCELLED, 0).is_ok();
         if published && word & (RECOVERY | LOST) != RECOVERY {
@@ -584,8 +584,8 @@ impl MpmcRing {
         let _ = h.read_pos.compare_exchange(
             prev,
             prev.wrapping_add(1),
-            Ordering::Relaxed,
-            Ordering::Relaxed,
+            Ordering::AcqRel,
+            Ordering::Acquire,
         );
         let freed = slot
             .stamp
