@@ -153,6 +153,20 @@ impl Endpoint {
         !(0..MAX_ENDPOINTS).any(|i| self.shared.entry_live_with_role(i, role))
     }
 
+    /// The senders have gone: the next message, past any slots gone senders left claimed
+    /// in front of it (each is recovered as cancelled), or `None` when none is left.
+    fn last_look(&self) -> std::result::Result<Option<RecvClaim>, crate::ring::spsc::Corrupt> {
+        for _ in 0..=self.shared.geometry().slot_count {
+            if let Some(c) = self.ring.try_claim_recv(self.claim)? {
+                return Ok(Some(c));
+            }
+            if let Some(c) = self.ring.recover_recv(self.claim)? {
+                return Ok(Some(c));
+            }
+        }
+        Ok(None)
+    }
+
     /// Whether the rate-limited slow path (liveness, recovery) is due: at most once per
     /// `channel::LIVENESS_INTERVAL` for this registration, whichever clone, thread or call
     /// asks (so callers that wait in short slices are covered like long ones).
@@ -491,7 +505,7 @@ impl Receiver {
         }
         if look_again {
             // The senders published before they left: look once more.
-            return match ep.ring.try_claim_recv(ep.claim).map_err(corrupt)? {
+            return match ep.last_look().map_err(corrupt)? {
                 Some(claim) => Ok(ReadGuard::new(ep, claim)),
                 None if ep.other_side_closed() || ep.other_side_gone() => {
                     Err(TryRecvError::Disconnected)
@@ -525,13 +539,11 @@ impl Receiver {
                 }
                 match ep.ring.try_claim_recv(ep.claim) {
                     Ok(Some(c)) => Some(Ok(c)),
-                    Ok(None) if ep.other_side_closed() => {
-                        Some(match ep.ring.try_claim_recv(ep.claim) {
-                            Ok(Some(c)) => Ok(c),
-                            Ok(None) => Err(Error::Disconnected),
-                            Err(c) => Err(c.into()),
-                        })
-                    }
+                    Ok(None) if ep.other_side_closed() => Some(match ep.last_look() {
+                        Ok(Some(c)) => Ok(c),
+                        Ok(None) => Err(Error::Disconnected),
+                        Err(c) => Err(c.into()),
+                    }),
                     Ok(None) => None,
                     Err(c) => Some(Err(c.into())),
                 }
@@ -545,7 +557,18 @@ impl Receiver {
                         *found.borrow_mut() = Some(Ok(c));
                         false
                     }
-                    Ok(None) => ep.other_side_gone(),
+                    Ok(None) if ep.other_side_gone() => {
+                        // Drain past any other slot a gone sender left claimed.
+                        match ep.last_look() {
+                            Ok(None) => true,
+                            r => {
+                                *found.borrow_mut() =
+                                    Some(r.map(Option::unwrap).map_err(Error::from));
+                                false
+                            }
+                        }
+                    }
+                    Ok(None) => false,
                     Err(c) => {
                         *found.borrow_mut() = Some(Err(c.into()));
                         false
