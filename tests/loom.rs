@@ -22,6 +22,15 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
     b.check(f);
 }
 
+/// Like [`model`] with a preemption bound of 1, for the models with three blocking or
+/// polling threads (the state space grows steeply with the bound; these stay under a minute).
+fn model_small(f: impl Fn() + Sync + Send + 'static) {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(1);
+    b.max_branches = 100_000;
+    b.check(f);
+}
+
 fn spsc_send(p: &mut spsc::Producer, msg: &[u8]) {
     loop {
         match p.try_send(msg) {
@@ -185,7 +194,7 @@ fn mpmc_blocking_wake_and_disconnect() {
 /// wake-up is a deadlock here: the model's semaphore has no timeout).
 #[test]
 fn mpmc_blocking_receivers_out_of_order_commits() {
-    model(|| {
+    model_small(|| {
         let (tx, rx) = mpmc::model_pair(2, 8, Wait::Block);
         let rx2 = rx.clone();
         let r = thread::spawn(move || {
@@ -215,7 +224,7 @@ fn mpmc_blocking_receivers_out_of_order_commits() {
 /// (message 2, then 1). Both senders must be woken.
 #[test]
 fn mpmc_blocking_senders_out_of_order_releases() {
-    model(|| {
+    model_small(|| {
         let (tx, rx) = mpmc::model_pair(2, 8, Wait::Block);
         tx.send(&[1; 8]).unwrap();
         tx.send(&[2; 8]).unwrap();
@@ -242,19 +251,19 @@ fn mpmc_blocking_senders_out_of_order_releases() {
 /// take the message. Exactly one receiver gets it, intact; one message is counted lost.
 #[test]
 fn mpmc_recovery_races_two_receivers() {
-    model(|| {
+    model_small(|| {
         let (tx, rx) = mpmc::model_pair(2, 8, Wait::Spin);
         assert!(tx.model_dead_claim());
         let rx2 = rx.clone();
         let t = thread::spawn(move || mpmc_send(&tx, &[7; 8]));
         let r = thread::spawn(move || match rx2.try_recv() {
             Ok(m) => Some(m[0]),
-            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
             Err(e) => panic!("try_recv: {e}"),
         });
         let mine = match rx.try_recv() {
             Ok(m) => Some(m[0]),
-            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
             Err(e) => panic!("try_recv: {e}"),
         };
         let theirs = r.join().unwrap();
