@@ -50,6 +50,8 @@ pub mod ring;
 pub mod segment;
 pub mod spsc;
 mod sync;
+#[doc(hidden)]
+pub mod testing;
 pub mod typed;
 pub mod wait;
 

@@ -25,14 +25,18 @@
 //!
 //! ## Crash semantics
 //!
-//! Every endpoint is registered in the segment with its pid and start time. When every
-//! sender has gone (dropped, or its process died), receivers drain what was published and
-//! then get [`Error::Disconnected`]; the same the other way round. A sender that dies after
-//! claiming a slot and before publishing it loses that one message: a receiver waiting
-//! behind it notices (within one or two 50 ms wait slices) that the claimer is dead, skips the
-//! slot and counts it in the segment's `lost` counter ([`Receiver::lost`]). A receiver
+//! Every registration holds an entry of the segment's registry, and the kernel says whether
+//! its process lives (a lock on the segment's file, or a `SEM_UNDO` semaphore: see the
+//! crate README, "Roles, disconnects and crashes"). When every sender has gone, receivers
+//! drain what was published and then get [`Error::Disconnected`] if they all closed, or
+//! [`Error::PeerDied`] if one died without closing; the same the other way round. A
+//! claimer owns its slot (one CAS on the slot's claim word) before it writes a byte, so a
+//! slot is never taken from a live claimer, however long it stalls. A sender that dies
+//! after claiming a slot and before publishing it loses that one message: a receiver
+//! waiting behind it notices (within about 100 ms) that the claimer is gone, takes the slot
+//! over and counts it in the segment's `lost` counter ([`Receiver::lost`]). A receiver
 //! that dies while holding a message (a [`ReadGuard`]) loses that message the same way,
-//! and senders reclaim its slot when the ring is full. Nobody else stalls.
+//! and senders take its slot back when the ring is full. Nobody else stalls.
 
 use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};
@@ -83,8 +87,8 @@ struct Endpoint {
 impl Endpoint {
     fn attach(mapped: StdArc<Mapped>, role: u32) -> Result<Arc<Endpoint>> {
         let me = Me::get();
-        // Entries never used or closed cleanly first: a dead holder's entry keeps telling
-        // receivers that a sender died (see `MpmcRing::recover_recv`) until it is reused.
+        // Entries never used or closed cleanly first, so that a dead holder's entry stays
+        // visible (`inspect` shows who died) for as long as free entries remain.
         let free_first = (0..MAX_ENDPOINTS)
             .filter(|&i| matches!(split_word(mapped.entry_word(i)).1, EP_FREE | EP_CLOSED))
             .chain(0..MAX_ENDPOINTS);
@@ -164,10 +168,27 @@ impl Endpoint {
         })
     }
 
+    /// The senders have gone: the next message, past any slots gone senders left claimed
+    /// in front of it (each is recovered as cancelled), or `None` when none is left.
+    fn last_look(&self) -> std::result::Result<Option<RecvClaim>, crate::ring::spsc::Corrupt> {
+        for _ in 0..=self.shared.geometry().slot_count {
+            if let Some(c) = self.ring.try_claim_recv(self.claim)? {
+                return Ok(Some(c));
+            }
+            if let Some(c) = self.ring.recover_recv(self.claim)? {
+                return Ok(Some(c));
+            }
+        }
+        Ok(None)
+    }
+
     /// Whether the rate-limited slow path (liveness, recovery) is due: at most once per
     /// `channel::LIVENESS_INTERVAL` for this registration, whichever clone, thread or call
     /// asks (so callers that wait in short slices are covered like long ones).
     fn slow_path_due(&self) -> bool {
+        if cfg!(loom) {
+            return true; // Models have no clock; every look may recover.
+        }
         let now = self.epoch.elapsed().as_millis() as u64 + 1;
         let last = self.last_slow.load(Ordering::Relaxed);
         // Another thread may have stored a later `now` than ours: saturate, never panic.
@@ -233,6 +254,17 @@ pub fn model_pair(slots: usize, max_message: usize, wait: Wait) -> (Sender, Rece
         ep: Endpoint::attach(shared, ROLE_RECEIVER).expect("receiver"),
     };
     (tx, rx)
+}
+
+#[cfg(loom)]
+impl Sender {
+    /// Under loom: claims the next slot in the name of a registration that has gone (an
+    /// entry nobody ever held), as a sender killed between claim and publish leaves it.
+    /// Returns whether a slot was claimed.
+    pub fn model_dead_claim(&self) -> bool {
+        let gone = claim_id(MAX_ENDPOINTS - 1, 0);
+        matches!(self.ep.ring.try_claim_send(gone), Ok(Some(_)))
+    }
 }
 
 /// A sending handle of an MPMC channel. Clone it freely: clones share one registration.
@@ -423,7 +455,7 @@ impl Sender {
                     if ep.other_side_gone().is_some() {
                         return Err(TrySendError::Disconnected);
                     }
-                    if ep.ring.recover_send() {
+                    if ep.ring.recover_send(ep.claim) {
                         if let Ok(Some(claim)) = ep.ring.try_claim_send(ep.claim) {
                             return Ok(WriteGrant::new(ep, claim, len));
                         }
@@ -467,7 +499,7 @@ impl Sender {
                             .transpose()
                     },
                     || {
-                        if ep.slow_path_due() && !ep.ring.recover_send() {
+                        if ep.slow_path_due() && !ep.ring.recover_send(ep.claim) {
                             ep.other_side_gone()
                         } else {
                             None
@@ -578,7 +610,7 @@ impl Receiver {
         }
         if look_again {
             // The senders published before they left: look once more.
-            return match ep.ring.try_claim_recv(ep.claim).map_err(corrupt)? {
+            return match ep.last_look().map_err(corrupt)? {
                 Some(claim) => Ok(ReadGuard::new(ep, claim)),
                 None if ep.other_side_closed() || ep.other_side_gone().is_some() => {
                     Err(TryRecvError::Disconnected)
@@ -612,13 +644,11 @@ impl Receiver {
                 }
                 match ep.ring.try_claim_recv(ep.claim) {
                     Ok(Some(c)) => Some(Ok(c)),
-                    Ok(None) if ep.other_side_closed() => {
-                        Some(match ep.ring.try_claim_recv(ep.claim) {
-                            Ok(Some(c)) => Ok(c),
-                            Ok(None) => Err(Error::Disconnected),
-                            Err(c) => Err(c.into()),
-                        })
-                    }
+                    Ok(None) if ep.other_side_closed() => Some(match ep.last_look() {
+                        Ok(Some(c)) => Ok(c),
+                        Ok(None) => Err(Error::Disconnected),
+                        Err(c) => Err(c.into()),
+                    }),
                     Ok(None) => None,
                     Err(c) => Some(Err(c.into())),
                 }
@@ -632,7 +662,18 @@ impl Receiver {
                         *found.borrow_mut() = Some(Ok(c));
                         None
                     }
-                    Ok(None) => ep.other_side_gone(),
+                    Ok(None) => match ep.other_side_gone() {
+                        // Drain past any other slot a gone sender left claimed.
+                        Some(how) => match ep.last_look() {
+                            Ok(None) => Some(how),
+                            r => {
+                                *found.borrow_mut() =
+                                    Some(r.map(Option::unwrap).map_err(Error::from));
+                                None
+                            }
+                        },
+                        None => None,
+                    },
                     Err(c) => {
                         *found.borrow_mut() = Some(Err(c.into()));
                         None
@@ -692,17 +733,15 @@ impl<'a> WriteGrant<'a> {
         crate::ring::copy::copy_bytes(self, src);
     }
 
-    /// Publishes the message and wakes one sleeping receiver, if any.
+    /// Publishes the message and wakes a sleeping receiver, if any.
     pub fn commit(mut self) {
         let claim = self
             .claim
             .take()
             .expect("a grant holds its claim until commit or drop");
         // A failed publish means a receiver took this slot back, believing us dead; the
-        // message is counted in `lost` by that receiver.
+        // message is counted in `lost` by that receiver. The ring wakes receivers.
         let _ = self.ep.ring.publish(claim, self.len as u32, self.tag);
-        let h = self.ep.shared.header();
-        wait::wake(&h.data_waiters, &h.data_sem);
     }
 }
 
@@ -711,8 +750,6 @@ impl Drop for WriteGrant<'_> {
         if let Some(claim) = self.claim.take() {
             // The slot is ours for this lap: publish it as cancelled so receivers skip it.
             let _ = self.ep.ring.publish(claim, CANCELLED, 0);
-            let h = self.ep.shared.header();
-            wait::wake(&h.data_waiters, &h.data_sem);
         }
     }
 }
@@ -773,9 +810,8 @@ impl Deref for ReadGuard<'_> {
 impl Drop for ReadGuard<'_> {
     fn drop(&mut self) {
         if let Some(claim) = self.claim.take() {
+            // The ring wakes senders (as on every path that frees a slot).
             self.ep.ring.release(claim);
-            let h = self.ep.shared.header();
-            wait::wake(&h.space_waiters, &h.space_sem);
         }
     }
 }

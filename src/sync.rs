@@ -27,3 +27,41 @@ pub(crate) fn spin_hint() {
     #[cfg(loom)]
     loom::thread::yield_now();
 }
+
+/// Stands for raw payload bytes in shared memory, which loom cannot see: under loom a
+/// `loom::cell::UnsafeCell` whose accesses are recorded where the ring hands out a
+/// payload slice, so a payload read that does not happen after its write (a weakened
+/// ordering, a slot two claimers think they own) fails the model. Normally nothing.
+#[cfg(loom)]
+#[derive(Debug)]
+pub(crate) struct Bytes(loom::cell::UnsafeCell<()>);
+
+/// Stands for raw payload bytes in shared memory (nothing outside loom).
+#[cfg(not(loom))]
+#[derive(Debug)]
+pub(crate) struct Bytes;
+
+impl Bytes {
+    /// A fresh tracker.
+    #[cfg_attr(not(loom), allow(dead_code))]
+    pub(crate) fn new() -> Bytes {
+        #[cfg(loom)]
+        return Bytes(loom::cell::UnsafeCell::new(()));
+        #[cfg(not(loom))]
+        Bytes
+    }
+
+    /// The bytes are about to be written.
+    #[inline(always)]
+    pub(crate) fn write(&self) {
+        #[cfg(loom)]
+        self.0.with_mut(|_| ());
+    }
+
+    /// The bytes are about to be read.
+    #[inline(always)]
+    pub(crate) fn read(&self) {
+        #[cfg(loom)]
+        self.0.with(|_| ());
+    }
+}

@@ -157,6 +157,37 @@ pub(crate) fn wake(waiters: &AtomicU32, sem: &SemCell) {
     }
 }
 
+/// [`wake`], and then, only if someone sleeps, one more post for each further message (or
+/// slot) that `ready(1)`, `ready(2)`, ... says is ready while sleepers remain (MPMC).
+///
+/// Why: an MPMC sleeper woken for a message behind a head that is claimed but not yet
+/// published finds nothing it can take and sleeps again; that post is spent. When the head
+/// is published, its publisher's one post wakes one sleeper, for the head, and the message
+/// behind it would wait for another sleeper's slice to run out. So the publisher of the
+/// head also posts for the published run behind it (and a releaser for the free run behind
+/// its slot). Under load nobody sleeps: one relaxed load, as in [`wake`].
+#[inline]
+pub(crate) fn wake_run(waiters: &AtomicU32, sem: &SemCell, ready: impl FnMut(u64) -> bool) {
+    if barrier::light() {
+        compiler_fence(Ordering::SeqCst);
+    } else {
+        fence(Ordering::SeqCst);
+    }
+    if waiters.load(Ordering::Relaxed) != 0 {
+        wake_run_slow(waiters, sem, ready);
+    }
+}
+
+#[cold]
+fn wake_run_slow(waiters: &AtomicU32, sem: &SemCell, mut ready: impl FnMut(u64) -> bool) {
+    wake_slow(waiters, sem);
+    let mut n = 1;
+    while waiters.load(Ordering::Relaxed) != 0 && ready(n) {
+        wake_slow(waiters, sem);
+        n += 1;
+    }
+}
+
 /// Wakes every sleeper (an endpoint leaving: all of them must see it). The fence pairs
 /// with each sleeper's, like [`wake`]'s; always a full fence here (this is rare).
 pub(crate) fn wake_all(waiters: &AtomicU32, sem: &SemCell) {

@@ -317,7 +317,7 @@ fn a_truncated_segment_is_described_not_trusted() {
         out.contains("is truncated: it is 100 bytes, but needs 4096"),
         "{out}"
     );
-    assert!(out.contains("version         2"), "{out}");
+    assert!(out.contains("version         3"), "{out}");
     assert!(out.contains("positions       write -, read -"), "{out}");
     let e = ls_entry(&name).expect("a damaged shmlane segment is listed");
     assert_eq!(e["status"], "truncated");

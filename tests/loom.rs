@@ -22,6 +22,15 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
     b.check(f);
 }
 
+/// Like [`model`] with a preemption bound of 1, for the models with three blocking or
+/// polling threads (the state space grows steeply with the bound; these stay under a minute).
+fn model_small(f: impl Fn() + Sync + Send + 'static) {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(1);
+    b.max_branches = 100_000;
+    b.check(f);
+}
+
 fn spsc_send(p: &mut spsc::Producer, msg: &[u8]) {
     loop {
         match p.try_send(msg) {
@@ -176,5 +185,114 @@ fn mpmc_blocking_wake_and_disconnect() {
         assert_eq!(&rx.recv().unwrap()[..], &[5; 8]);
         assert!(matches!(rx.recv(), Err(Error::Disconnected)));
         t.join().unwrap();
+    });
+}
+
+/// Two blocking receivers; one sender claims positions 0 and 1 and commits them out of
+/// order (1, then 0). A receiver woken for message 1 finds the head unpublished and
+/// sleeps again; the publisher of the head must then wake for both messages (a lost
+/// wake-up is a deadlock here: the model's semaphore has no timeout).
+#[test]
+fn mpmc_blocking_receivers_out_of_order_commits() {
+    model_small(|| {
+        let (tx, rx) = mpmc::model_pair(2, 8, Wait::Block);
+        let rx2 = rx.clone();
+        let r = thread::spawn(move || {
+            let m = rx2.recv().unwrap();
+            assert!(m.iter().all(|&b| b == m[0]), "torn message");
+            m[0]
+        });
+        let t = thread::spawn(move || {
+            let mut a = tx.reserve(8).unwrap();
+            let mut b = tx.reserve(8).unwrap();
+            a.copy_from_slice(&[1; 8]);
+            b.copy_from_slice(&[2; 8]);
+            b.commit();
+            a.commit();
+        });
+        let m = rx.recv().unwrap();
+        assert!(m.iter().all(|&b| b == m[0]), "torn message");
+        let mut got = [m[0], r.join().unwrap()];
+        drop(m);
+        got.sort();
+        assert_eq!(got, [1, 2]);
+        t.join().unwrap();
+    });
+}
+
+/// Two blocking senders on a full two-slot ring; the receiver releases out of order
+/// (message 2, then 1). Both senders must be woken.
+#[test]
+fn mpmc_blocking_senders_out_of_order_releases() {
+    model_small(|| {
+        let (tx, rx) = mpmc::model_pair(2, 8, Wait::Block);
+        tx.send(&[1; 8]).unwrap();
+        tx.send(&[2; 8]).unwrap();
+        let tx2 = tx.clone();
+        let a = thread::spawn(move || tx.send(&[3; 8]).unwrap());
+        let b = thread::spawn(move || tx2.send(&[4; 8]).unwrap());
+        {
+            let m1 = rx.recv().unwrap();
+            let m2 = rx.recv().unwrap();
+            assert_eq!((m1[0], m2[0]), (1, 2));
+            drop(m2);
+            drop(m1);
+        }
+        let mut got = [rx.recv().unwrap()[0], rx.recv().unwrap()[0]];
+        got.sort();
+        assert_eq!(got, [3, 4]);
+        a.join().unwrap();
+        b.join().unwrap();
+    });
+}
+
+/// A recovery in flight: the head is owned by a sender that has gone, a live sender
+/// publishes behind it, and two receivers race to recover the head (as cancelled) and
+/// take the message. Exactly one receiver gets it, intact; one message is counted lost.
+#[test]
+fn mpmc_recovery_races_two_receivers() {
+    model_small(|| {
+        let (tx, rx) = mpmc::model_pair(2, 8, Wait::Spin);
+        assert!(tx.model_dead_claim());
+        let rx2 = rx.clone();
+        let t = thread::spawn(move || mpmc_send(&tx, &[7; 8]));
+        let r = thread::spawn(move || match rx2.try_recv() {
+            Ok(m) => Some(m[0]),
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
+            Err(e) => panic!("try_recv: {e}"),
+        });
+        let mine = match rx.try_recv() {
+            Ok(m) => Some(m[0]),
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
+            Err(e) => panic!("try_recv: {e}"),
+        };
+        let theirs = r.join().unwrap();
+        t.join().unwrap();
+        let got = match (mine, theirs) {
+            (Some(_), Some(_)) => panic!("one message delivered twice"),
+            (Some(m), None) | (None, Some(m)) => m,
+            (None, None) => mpmc_recv(&rx),
+        };
+        assert_eq!(got, 7);
+        assert_eq!(rx.lost(), 1);
+    });
+}
+
+/// A live sender in the middle of its claim while receivers recover (every look, under
+/// loom) with a gone sender's claim in the ring: the live claim is never taken, and two
+/// senders never own one slot (the payload bytes are tracked).
+#[test]
+fn mpmc_live_claim_is_never_taken() {
+    model(|| {
+        let (tx, rx) = mpmc::model_pair(2, 8, Wait::Spin);
+        let tx2 = tx.clone();
+        let a = thread::spawn(move || mpmc_send(&tx, &[1; 8]));
+        let b = thread::spawn(move || mpmc_send(&tx2, &[2; 8]));
+        let mut got = [mpmc_recv(&rx), mpmc_recv(&rx)];
+        got.sort();
+        assert_eq!(got, [1, 2]);
+        assert_eq!(rx.lost(), 0);
+        a.join().unwrap();
+        b.join().unwrap();
     });
 }

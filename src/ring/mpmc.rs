@@ -1,25 +1,33 @@
 //! The multi-producer multi-consumer ring: fixed-size slots with one sequence stamp each
-//! (Vyukov's bounded MPMC queue, as in `crossbeam::ArrayQueue`), in shared memory.
+//! (Vyukov's bounded MPMC queue, as in `crossbeam::ArrayQueue`), in shared memory, with
+//! one rule added: **own before you write**.
 //!
 //! Slot `pos & mask` is free for the producer of position `pos` when its stamp is `pos`,
 //! holds a published message for the consumer of `pos` when its stamp is `pos + 1`, and is
-//! free again (for `pos + count`) once that consumer stores `pos + count`. Producers claim
-//! a position with a CAS on the enqueue index, consumers with a CAS on the dequeue index.
+//! free again (for `pos + count`) once that consumer stores `pos + count`.
 //!
-//! Each claimer writes its claim word (its registry entry, that entry's generation and the
-//! position) into the slot, so a slot left claimed by a process that died is recognised and skipped (counted in the header's `lost`) instead of
-//! stalling everybody behind it. Publish and release are CASes on the stamp, so a slow
-//! claimer whose slot was reclaimed finds out instead of corrupting the next lap.
+//! A claimer owns a slot for one position by one CAS that names it: the producer CASes
+//! the slot's `producer_claim` word (the consumer its `consumer_claim`) from whatever an
+//! earlier lap left there to its own claim word for this position (its registry entry,
+//! that entry's generation and the position). Nothing is written to the slot before that
+//! CAS, and only the owner moves the stamp on. Only then does it move the shared index on
+//! (a CAS others also make on its behalf: a claimer that dies or stalls right after owning
+//! never holds anybody up). Recovery takes a slot from a claimer that the kernel says is
+//! gone by the same CAS on the same word, so a live claimer can never lose its slot, and a
+//! slow one never finds its slot reused under it. See `docs/ARCHITECTURE.md`, section 6.
 
-use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, Bytes, Ordering};
 use std::sync::Arc;
 
 use super::spsc::Corrupt;
 use super::SLOT_HEADER;
-use crate::segment::header::{self, Mapped, PeerState, MAX_ENDPOINTS, ROLE_SENDER};
+use crate::segment::header::{self, Mapped, MAX_ENDPOINTS};
 use crate::segment::Held;
+use crate::testing::{self, Point};
+use crate::wait;
 
-/// `len` of a slot whose producer dropped its grant without committing: skipped silently.
+/// `len` of a slot whose producer dropped its grant without committing, or that a
+/// receiver took from a dead producer: skipped silently.
 pub(crate) const CANCELLED: u32 = u32::MAX;
 
 /// The header at the start of every slot.
@@ -30,6 +38,8 @@ pub(crate) struct SlotHeader {
     consumer_claim: AtomicU64,
     len: AtomicU32,
     tag: AtomicU32,
+    /// The payload bytes, for loom (nothing otherwise).
+    bytes: Bytes,
 }
 
 #[cfg(not(loom))]
@@ -44,17 +54,41 @@ pub(crate) fn claim_id(index: usize, generation: u16) -> u64 {
     ((index as u64 + 1) << 48) | (u64::from(generation) << 32)
 }
 
+/// Set in a claim word written by a recovery (a claimer taking a slot from a gone one):
+/// whoever takes the slot from a gone recoverer knows no message was in it.
+const RECOVERY: u64 = 1 << 63;
+
+/// Set with [`RECOVERY`] when the slot held a claimed message (a real claimer's, not a
+/// recoverer's) that the recovery throws away; whoever finishes the recovery counts it in
+/// `lost`, so a recoverer that dies midway neither loses nor doubles the count.
+const LOST: u64 = 1 << 62;
+
+/// The claim word a recovery writes over `word`, a claim for `pos` whose owner is gone.
+fn recovery_word(id: u64, pos: u64, word: u64) -> u64 {
+    let lost = if word & RECOVERY == 0 {
+        LOST
+    } else {
+        word & LOST
+    };
+    claim_word(id, pos) | RECOVERY | lost
+}
+
 fn claim_word(id: u64, pos: u64) -> u64 {
     id | (pos & 0xffff_ffff)
 }
 
-/// Returns the claimer's `(registry index, generation)` if `word` was written for `pos`. A
-/// zero word (a slot never claimed, or whose claimer has not written its word yet on the
-/// first lap), or one naming no registry entry, names nobody.
+/// Whether `word` is a claim for `pos`: the slot is owned for this lap. A zero word (a
+/// slot never claimed) or one left by an earlier lap is not.
+#[inline]
+fn claims(word: u64, pos: u64) -> bool {
+    (word >> 48) & 0x3fff != 0 && word as u32 == pos as u32
+}
+
+/// The claimer's `(registry index, generation)` of a claim word for `pos`, if it names a
+/// registry entry at all.
 fn claimer(word: u64, pos: u64) -> Option<(usize, u16)> {
-    let index = (word >> 48) as usize;
-    (index != 0 && index <= MAX_ENDPOINTS && word & 0xffff_ffff == pos & 0xffff_ffff)
-        .then(|| (index - 1, (word >> 32) as u16))
+    let index = ((word >> 48) & 0x3fff) as usize;
+    (claims(word, pos) && index <= MAX_ENDPOINTS).then(|| (index - 1, (word >> 32) as u16))
 }
 
 /// Writes the initial stamps (slot `i` free for position `i`) of a freshly created ring,
@@ -77,6 +111,7 @@ pub(crate) fn init_stamps(mapped: &Mapped) {
                     consumer_claim: AtomicU64::new(0),
                     len: AtomicU32::new(0),
                     tag: AtomicU32::new(0),
+                    bytes: Bytes::new(),
                 },
             );
         }
@@ -110,13 +145,13 @@ impl<'m> MpmcRingView<'m> {
     }
 }
 
-/// A position this producer has claimed: write the payload, then publish or cancel.
+/// A position this producer owns: write the payload, then publish or cancel.
 #[derive(Debug)]
 pub(crate) struct SendClaim {
     pos: u64,
 }
 
-/// A published message this consumer has claimed: read it, then release it.
+/// A published message this consumer owns: read it, then release it.
 #[derive(Debug)]
 pub(crate) struct RecvClaim {
     pos: u64,
@@ -137,15 +172,11 @@ pub(crate) struct MpmcRing {
     mask: u64,
     slot_size: usize,
     max_message: usize,
-    /// `pos + 1` of a stuck slot whose claimer could not be named at the last look: it is
-    /// skipped only if it is still stuck at the next look (a live claimer names itself
-    /// within nanoseconds of its claim).
-    suspect: std::sync::atomic::AtomicU64,
 }
 
 // SAFETY: the raw pointer points into `mapped`, which the ring owns a share of; all
 // shared state is reached through atomics, and payload bytes only through claims that
-// the stamp protocol makes exclusive.
+// the claim-word protocol makes exclusive.
 unsafe impl Send for MpmcRing {}
 // SAFETY: as above; every method is safe to call concurrently.
 unsafe impl Sync for MpmcRing {}
@@ -160,7 +191,6 @@ impl MpmcRing {
             mask: g.slot_count as u64 - 1,
             slot_size: g.slot_size,
             max_message: g.max_message,
-            suspect: std::sync::atomic::AtomicU64::new(0),
             mapped,
         }
     }
@@ -175,7 +205,7 @@ impl MpmcRing {
         // SAFETY: i < count and count * slot_size == capacity (validated), so the slot
         // lies inside the data area; slot_size is a multiple of 8 (validated), so the
         // header is 8-byte aligned as its atomics need, and SlotHeader is all atomics,
-        // valid for any bytes.
+        // valid for any bytes (its `bytes` field is zero-sized outside loom).
         unsafe { &*(self.slots.add(i * self.slot_size) as *const SlotHeader) }
     }
 
@@ -187,35 +217,62 @@ impl MpmcRing {
     }
 
     /// Claims the next position for a producer, or `None` if the ring is full.
+    ///
+    /// Own, then move the index: the claim-word CAS makes the slot ours for `pos`; the
+    /// `write_pos` CAS after it may fail (another producer saw our claim and moved the
+    /// index on for us). Seeing a claim for `pos` on a slot still free for `pos`, a
+    /// producer only helps the index on: somebody owns that position.
     #[inline]
     pub(crate) fn try_claim_send(&self, id: u64) -> Result<Option<SendClaim>, Corrupt> {
         let h = self.mapped.header();
-        let mut pos = h.write_pos.load(Ordering::Relaxed);
+        let mut pos = h.write_pos.load(Ordering::Acquire);
         loop {
             let slot = self.slot(pos);
+            // The word before the stamp (Acquire): a word read before a stamp that says
+            // "free for `pos`" was left by an earlier lap unless it claims `pos`.
+            let word = slot.producer_claim.load(Ordering::Acquire);
             let stamp = slot.stamp.load(Ordering::Acquire);
             let diff = stamp.wrapping_sub(pos) as i64;
             if diff == 0 {
-                match h.write_pos.compare_exchange_weak(
-                    pos,
-                    pos.wrapping_add(1),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => {
-                        slot.producer_claim
-                            .store(claim_word(id, pos), Ordering::Relaxed);
+                if !claims(word, pos) {
+                    if slot
+                        .producer_claim
+                        .compare_exchange(
+                            word,
+                            claim_word(id, pos),
+                            Ordering::AcqRel,
+                            Ordering::Relaxed,
+                        )
+                        .is_ok()
+                    {
+                        testing::point(Point::SendOwned);
+                        let _ = h.write_pos.compare_exchange(
+                            pos,
+                            pos.wrapping_add(1),
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        );
                         return Ok(Some(SendClaim { pos }));
                     }
-                    Err(cur) => pos = cur,
+                    // Somebody owned it first (or a recovery moved the word): look again.
+                    pos = h.write_pos.load(Ordering::Acquire);
+                    continue;
                 }
+                // Owned by another producer that has not moved the index yet: help.
+                let _ = h.write_pos.compare_exchange(
+                    pos,
+                    pos.wrapping_add(1),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+                pos = h.write_pos.load(Ordering::Acquire);
             } else if diff < 0 {
                 // Full: the slot still holds lap `pos - count` (published, or claimed).
                 let c = self.count as i64;
                 if diff == -c || diff == 1 - c {
                     return Ok(None);
                 }
-                let cur = h.write_pos.load(Ordering::Relaxed);
+                let cur = h.write_pos.load(Ordering::Acquire);
                 if cur == pos && slot.stamp.load(Ordering::Acquire) == stamp {
                     return Err(Corrupt(format!(
                         "slot stamp {stamp} is impossible at enqueue position {pos}"
@@ -224,7 +281,7 @@ impl MpmcRing {
                 pos = cur;
             } else {
                 // Someone claimed `pos` before us: move on, unless nobody moved at all.
-                let cur = h.write_pos.load(Ordering::Relaxed);
+                let cur = h.write_pos.load(Ordering::Acquire);
                 if cur == pos {
                     return Err(Corrupt(format!(
                         "slot stamp {stamp} is ahead of the enqueue position {pos}"
@@ -239,9 +296,10 @@ impl MpmcRing {
     #[inline]
     pub(crate) fn payload_mut<'c>(&'c self, claim: &'c mut SendClaim, len: usize) -> &'c mut [u8] {
         assert!(len <= self.max_message);
-        // SAFETY: the claim is exclusive (we won the CAS for this position and the stamp
-        // keeps consumers and other producers off the slot until we publish), and
-        // SLOT_HEADER + max_message <= slot_size was validated.
+        self.slot(claim.pos).bytes.write();
+        // SAFETY: the claim is exclusive (we won the slot's claim word for this position,
+        // and only its owner moves the stamp on), and SLOT_HEADER + max_message <=
+        // slot_size was validated.
         unsafe { std::slice::from_raw_parts_mut(self.payload_ptr(claim.pos), len) }
     }
 
@@ -249,17 +307,21 @@ impl MpmcRing {
     #[inline]
     pub(crate) fn claimed_payload<'c>(&'c self, claim: &'c SendClaim, len: usize) -> &'c [u8] {
         assert!(len <= self.max_message);
+        self.slot(claim.pos).bytes.read();
         // SAFETY: as in payload_mut.
         unsafe { std::slice::from_raw_parts(self.payload_ptr(claim.pos), len) }
     }
 
-    /// Publishes a claimed slot with `len` bytes (or [`CANCELLED`]).
+    /// Publishes a claimed slot with `len` bytes (or [`CANCELLED`]) and wakes receivers:
+    /// one if any sleeps, and one more for each published message behind this one while
+    /// sleepers remain (`wait::wake_run`).
     #[inline]
     pub(crate) fn publish(&self, claim: SendClaim, len: u32, tag: u32) -> Result<(), Reclaimed> {
         let slot = self.slot(claim.pos);
         slot.len.store(len, Ordering::Relaxed);
         slot.tag.store(tag, Ordering::Relaxed);
-        slot.stamp
+        let r = slot
+            .stamp
             .compare_exchange(
                 claim.pos,
                 claim.pos.wrapping_add(1),
@@ -267,17 +329,37 @@ impl MpmcRing {
                 Ordering::Relaxed,
             )
             .map(|_| ())
-            .map_err(|_| Reclaimed)
+            .map_err(|_| Reclaimed);
+        self.wake_receivers(claim.pos);
+        r
+    }
+
+    fn wake_receivers(&self, pos: u64) {
+        let h = self.mapped.header();
+        wait::wake_run(&h.data_waiters, &h.data_sem, |n| {
+            let p = pos.wrapping_add(n);
+            n < self.count && self.slot(p).stamp.load(Ordering::Acquire) == p.wrapping_add(1)
+        });
+    }
+
+    fn wake_senders(&self, pos: u64) {
+        let h = self.mapped.header();
+        wait::wake_run(&h.space_waiters, &h.space_sem, |n| {
+            let p = pos.wrapping_add(n);
+            n < self.count
+                && self.slot(p).stamp.load(Ordering::Acquire) == p.wrapping_add(self.count)
+        });
     }
 
     /// Claims the next published message for a consumer, or `None` if there is none.
-    /// Cancelled slots are released and skipped.
+    /// Cancelled slots are released and skipped. Own, then move the index, as producers do.
     #[inline]
     pub(crate) fn try_claim_recv(&self, id: u64) -> Result<Option<RecvClaim>, Corrupt> {
         let h = self.mapped.header();
-        let mut pos = h.read_pos.load(Ordering::Relaxed);
+        let mut pos = h.read_pos.load(Ordering::Acquire);
         loop {
             let slot = self.slot(pos);
+            let word = slot.consumer_claim.load(Ordering::Acquire);
             let stamp = slot.stamp.load(Ordering::Acquire);
             let diff = stamp.wrapping_sub(pos.wrapping_add(1)) as i64;
             if diff == 0 {
@@ -288,15 +370,24 @@ impl MpmcRing {
                     // SAFETY: 64 < slot_size, so the address is inside this slot.
                     super::prefetch_line(unsafe { base.add(64) });
                 }
-                match h.read_pos.compare_exchange_weak(
-                    pos,
-                    pos.wrapping_add(1),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => {
-                        slot.consumer_claim
-                            .store(claim_word(id, pos), Ordering::Relaxed);
+                if !claims(word, pos) {
+                    if slot
+                        .consumer_claim
+                        .compare_exchange(
+                            word,
+                            claim_word(id, pos),
+                            Ordering::AcqRel,
+                            Ordering::Relaxed,
+                        )
+                        .is_ok()
+                    {
+                        testing::point(Point::RecvOwned);
+                        let _ = h.read_pos.compare_exchange(
+                            pos,
+                            pos.wrapping_add(1),
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        );
                         let len = slot.len.load(Ordering::Relaxed);
                         let tag = slot.tag.load(Ordering::Relaxed);
                         let claim = RecvClaim { pos, len: 0, tag };
@@ -317,15 +408,24 @@ impl MpmcRing {
                             ..claim
                         }));
                     }
-                    Err(cur) => pos = cur,
+                    pos = h.read_pos.load(Ordering::Acquire);
+                    continue;
                 }
+                // Owned by another consumer that has not moved the index yet: help.
+                let _ = h.read_pos.compare_exchange(
+                    pos,
+                    pos.wrapping_add(1),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+                pos = h.read_pos.load(Ordering::Acquire);
             } else if diff < 0 {
                 // Empty: not yet published (stamp == pos), or the slot still holds the
                 // previous lap's message (claimed by a consumer not done with it).
                 if stamp == pos || stamp == pos.wrapping_add(1).wrapping_sub(self.count) {
                     return Ok(None);
                 }
-                let cur = h.read_pos.load(Ordering::Relaxed);
+                let cur = h.read_pos.load(Ordering::Acquire);
                 if cur == pos && slot.stamp.load(Ordering::Acquire) == stamp {
                     return Err(Corrupt(format!(
                         "slot stamp {stamp} is impossible at dequeue position {pos}"
@@ -333,7 +433,7 @@ impl MpmcRing {
                 }
                 pos = cur;
             } else {
-                let cur = h.read_pos.load(Ordering::Relaxed);
+                let cur = h.read_pos.load(Ordering::Acquire);
                 if cur == pos {
                     return Err(Corrupt(format!(
                         "slot stamp {stamp} is ahead of the dequeue position {pos}"
@@ -347,30 +447,25 @@ impl MpmcRing {
     /// The payload of a claimed message.
     #[inline]
     pub(crate) fn payload<'c>(&'c self, claim: &'c RecvClaim) -> &'c [u8] {
-        // SAFETY: len <= max_message was checked in try_claim_recv; the stamp keeps
-        // producers off the slot until we release it.
+        self.slot(claim.pos).bytes.read();
+        // SAFETY: len <= max_message was checked in try_claim_recv; we own the slot's
+        // consumer claim, and producers stay off it until we release it.
         unsafe { std::slice::from_raw_parts(self.payload_ptr(claim.pos), claim.len) }
     }
 
-    /// Frees a claimed slot for the producers of the next lap.
+    /// Frees a claimed slot for the producers of the next lap and wakes senders: one if
+    /// any sleeps, and one more for each free slot behind this one while sleepers remain.
     #[inline]
     pub(crate) fn release(&self, claim: RecvClaim) {
         let next = claim.pos.wrapping_add(self.count);
-        // Fails only if a producer gave us up for dead and took the slot back.
+        // Fails only if a producer took the slot from us, believing us gone.
         let _ = self.slot(claim.pos).stamp.compare_exchange(
             claim.pos.wrapping_add(1),
             next,
             Ordering::Release,
             Ordering::Relaxed,
         );
-    }
-
-    /// Whether a sender registered in the segment has died without closing.
-    fn a_sender_died(&self) -> bool {
-        (0..MAX_ENDPOINTS).any(|i| {
-            header::word_role(self.mapped.entry_word(i)) == ROLE_SENDER
-                && matches!(self.mapped.entry_state(i), PeerState::Dead(_))
-        })
+        self.wake_senders(claim.pos);
     }
 
     /// Whether the registration that wrote a claim naming `(index, generation)` is gone
@@ -389,118 +484,123 @@ impl MpmcRing {
         self.mapped.segment().held(index) == Held::No
     }
 
-    /// Slow path for a consumer that found the ring empty although producers have claimed
-    /// positions ahead: if the slot at the dequeue position was claimed by a process that
-    /// has died, take it and skip it (counting it in `lost`). Returns a message if the
-    /// slot turned out to be published after all.
+    /// Whether the owner named by claim word `word` (a claim for `pos`) is gone. Our own
+    /// registration (`id`) is alive by definition (and the kernel does not show a POSIX
+    /// segment's handle its own locks); a word naming no entry is garbage, so nobody.
+    fn owner_gone(&self, word: u64, pos: u64, id: u64) -> bool {
+        if word & !(RECOVERY | LOST | 0xffff_ffff) == id {
+            return false;
+        }
+        match claimer(word, pos) {
+            Some((index, generation)) => self.claimer_gone(index, generation),
+            None => true,
+        }
+    }
+
+    /// Slow path for a consumer that found the ring empty: if the slot at the dequeue
+    /// position is owned by a producer that is gone (or by a recoverer that is gone), take
+    /// it over by the same claim-word CAS a producer makes and publish it as
+    /// [`CANCELLED`] (counting it in `lost` if a producer had owned it), so consumers skip
+    /// it as any cancelled slot. Returns a message if one can be claimed afterwards.
+    ///
+    /// A slot nobody owns is never taken: a producer that has moved the index on has
+    /// owned its slot first, so an unowned head is simply not claimed yet.
     pub(crate) fn recover_recv(&self, id: u64) -> Result<Option<RecvClaim>, Corrupt> {
         let h = self.mapped.header();
         let pos = h.read_pos.load(Ordering::Acquire);
-        if h.write_pos.load(Ordering::Acquire) == pos {
-            return Ok(None); // Truly empty.
-        }
         let slot = self.slot(pos);
-        if slot.stamp.load(Ordering::Acquire) != pos {
-            return Ok(None); // Not a claimed-but-unpublished slot.
+        let word = slot.producer_claim.load(Ordering::Acquire);
+        if slot.stamp.load(Ordering::Acquire) != pos || !claims(word, pos) {
+            return Ok(None); // Published, not yet claimed, or moved on.
         }
-        let dead = match claimer(slot.producer_claim.load(Ordering::Acquire), pos) {
-            Some((index, generation)) => self.claimer_gone(index, generation),
-            // The claimer died before it could even write its pid, or is just slow: skip
-            // only if it was already stuck here at the last look and a sender has died.
-            None => {
-                let seen = self
-                    .suspect
-                    .swap(pos.wrapping_add(1), std::sync::atomic::Ordering::Relaxed);
-                seen == pos.wrapping_add(1) && self.a_sender_died()
-            }
-        };
-        if !dead {
+        if !self.owner_gone(word, pos, id) {
             return Ok(None);
         }
-        if h.read_pos
+        if slot
+            .producer_claim
             .compare_exchange(
-                pos,
-                pos.wrapping_add(1),
+                word,
+                recovery_word(id, pos, word),
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             )
             .is_err()
         {
-            return Ok(None); // Another consumer moved on; try again normally.
+            return Ok(None); // Another receiver took it over first.
         }
-        slot.consumer_claim
-            .store(claim_word(id, pos), Ordering::Relaxed);
-        let next = pos.wrapping_add(self.count);
-        match slot
-            .stamp
-            .compare_exchange(pos, next, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(_) => {
-                h.lost.fetch_add(1, Ordering::Relaxed);
-                Ok(None)
-            }
-            // Published just now: it is ours to read.
-            Err(s) if s == pos.wrapping_add(1) => {
-                let len = slot.len.load(Ordering::Relaxed);
-                let tag = slot.tag.load(Ordering::Relaxed);
-                let claim = RecvClaim { pos, len: 0, tag };
-                if len == CANCELLED {
-                    self.release(claim);
-                    return Ok(None);
-                }
-                if len as usize > self.max_message {
-                    self.release(claim);
-                    return Err(Corrupt(format!(
-                        "slot at position {pos} claims {len} bytes, max_message is {}",
-                        self.max_message
-                    )));
-                }
-                Ok(Some(RecvClaim {
-                    len: len as usize,
-                    ..claim
-                }))
-            }
-            Err(s) => Err(Corrupt(format!(
-                "slot stamp {s} is impossible at dequeue position {pos}"
-            ))),
+        testing::point(Point::RecoverRecv);
+        // Ours now. The gone owner may have published before it went (and a consumer
+        // may even have taken that message since): then there is nothing to do.
+        if slot.stamp.load(Ordering::Acquire) != pos {
+            return self.try_claim_recv(id);
         }
+        // The gone owner may have died before moving the index on.
+        let _ = h.write_pos.compare_exchange(
+            pos,
+            pos.wrapping_add(1),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        let published = self.publish(SendClaim { pos }, CANCELLED, 0).is_ok();
+        if published && word & (RECOVERY | LOST) != RECOVERY {
+            h.lost.fetch_add(1, Ordering::Relaxed);
+        }
+        self.try_claim_recv(id)
     }
 
     /// Slow path for a producer that found the ring full: if the slot it waits for is
-    /// held by a consumer process that died before releasing it, free it (the message it
-    /// held counts as lost). Returns whether a slot was freed.
-    pub(crate) fn recover_send(&self) -> bool {
+    /// owned by a consumer that is gone (or by a recoverer that is gone), take it over by
+    /// the consumer's claim-word CAS and free it (the message counts as lost if a consumer
+    /// had owned it). Returns whether a slot was freed.
+    pub(crate) fn recover_send(&self, id: u64) -> bool {
         let h = self.mapped.header();
         let pos = h.write_pos.load(Ordering::Acquire);
         let prev = pos.wrapping_sub(self.count);
-        if h.read_pos.load(Ordering::Acquire) == prev {
-            return false; // Truly full: nobody has claimed the oldest message.
-        }
         let slot = self.slot(pos);
-        if slot.stamp.load(Ordering::Acquire) != prev.wrapping_add(1) {
-            return false;
+        let word = slot.consumer_claim.load(Ordering::Acquire);
+        if slot.stamp.load(Ordering::Acquire) != prev.wrapping_add(1) || !claims(word, prev) {
+            return false; // Not full, or the oldest message is not claimed yet.
         }
-        let Some((index, generation)) = claimer(slot.consumer_claim.load(Ordering::Acquire), prev)
-        else {
-            return false;
-        };
-        if !self.claimer_gone(index, generation) {
+        if !self.owner_gone(word, prev, id) {
             return false;
         }
         if slot
+            .consumer_claim
+            .compare_exchange(
+                word,
+                recovery_word(id, prev, word),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return false;
+        }
+        testing::point(Point::RecoverSend);
+        if slot.stamp.load(Ordering::Acquire) != prev.wrapping_add(1) {
+            return false; // The gone owner had released it.
+        }
+        // The gone owner may have died before moving the index on.
+        let _ = h.read_pos.compare_exchange(
+            prev,
+            prev.wrapping_add(1),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        let freed = slot
             .stamp
             .compare_exchange(
                 prev.wrapping_add(1),
                 pos,
-                Ordering::AcqRel,
+                Ordering::Release,
                 Ordering::Relaxed,
             )
-            .is_ok()
-        {
+            .is_ok();
+        if freed && word & (RECOVERY | LOST) != RECOVERY {
             h.lost.fetch_add(1, Ordering::Relaxed);
-            return true;
         }
-        false
+        self.wake_senders(prev);
+        freed
     }
 
     /// Messages published and not yet claimed, as seen now (approximate under contention).

@@ -18,8 +18,9 @@ pub const MAGIC: [u8; 8] = *b"SHMLANE\0";
 /// The segment format version this build reads and writes. It goes up with every change
 /// of the protocol, not only of the layout (the layout hash covers sizes and offsets, not
 /// what the fields mean): 2 made liveness the kernel's (registry locks) and claim words
-/// name a registry entry and generation.
-pub const VERSION: u32 = 2;
+/// name a registry entry and generation; 3 made MPMC claimers own a slot by a CAS on its
+/// claim word before writing it (a version-2 peer writes before owning).
+pub const VERSION: u32 = 3;
 /// Bytes reserved for the header; the data area starts here (one page).
 #[cfg(not(loom))]
 pub const HEADER_SIZE: usize = 4096;
