@@ -36,6 +36,11 @@ pub(crate) fn spin_hint() {
 #[derive(Debug)]
 pub(crate) struct Bytes(loom::cell::UnsafeCell<()>);
 
+// SAFETY: the cell holds `()`, no data; sharing it between threads is what it is for: its
+// `with`/`with_mut` record accesses, and loom itself reports two that race.
+#[cfg(loom)]
+unsafe impl Sync for Bytes {}
+
 /// Stands for raw payload bytes in shared memory (nothing outside loom).
 #[cfg(not(loom))]
 #[derive(Debug)]

@@ -157,6 +157,7 @@ impl ProducerRing {
         if !self.has_space(to_end)? {
             return Ok(None);
         }
+        self.mapped.track_write(off as usize, RECORD_HEADER);
         // SAFETY: off < cap, 8-aligned, and to_end >= RECORD_HEADER (a multiple of 8).
         unsafe { write_record_header(self.data, off as usize, PAD_FLAG, 0) };
         self.write = self.write.wrapping_add(to_end);
@@ -168,6 +169,7 @@ impl ProducerRing {
     #[inline]
     pub(crate) fn payload_mut(&mut self, off: usize, len: usize) -> &mut [u8] {
         debug_assert!(off + record_size(len) <= self.cap as usize);
+        self.mapped.track_write(off + RECORD_HEADER, len);
         // SAFETY: `off` came from try_reserve for `len`, so the whole record lies inside
         // the data area, in space the consumer has released and will not read until we
         // publish it.
@@ -178,6 +180,7 @@ impl ProducerRing {
     #[inline]
     pub(crate) fn payload(&self, off: usize, len: usize) -> &[u8] {
         debug_assert!(off + record_size(len) <= self.cap as usize);
+        self.mapped.track_read(off + RECORD_HEADER, len);
         // SAFETY: as for payload_mut; we only read back our own unpublished bytes.
         unsafe { std::slice::from_raw_parts(self.data.add(off + RECORD_HEADER), len) }
     }
@@ -186,6 +189,7 @@ impl ProducerRing {
     #[inline]
     pub(crate) fn commit_deferred(&mut self, off: usize, len: usize, tag: u32) {
         debug_assert_eq!(off as u64, self.write & self.mask);
+        self.mapped.track_write(off, RECORD_HEADER);
         // SAFETY: `off` came from try_reserve: in bounds, aligned, not visible to the
         // consumer yet.
         unsafe { write_record_header(self.data, off, len as u32, tag) };
@@ -281,6 +285,7 @@ impl ConsumerRing {
                 // SAFETY: next < cap, so the address is inside the data area.
                 super::prefetch_line(unsafe { self.data.add(next as usize) });
             }
+            self.mapped.track_read(off as usize, RECORD_HEADER);
             // SAFETY: off < cap and 8-aligned (read is 8-aligned, checked at attach and
             // only advanced by multiples of 8), and cap - off >= 8.
             let (len, tag) = unsafe { read_record_header(self.data, off as usize) };
@@ -321,6 +326,7 @@ impl ConsumerRing {
     /// The payload of a record returned by `try_peek`.
     #[inline]
     pub(crate) fn payload(&self, r: &Record) -> &[u8] {
+        self.mapped.track_read(r.off + RECORD_HEADER, r.len);
         // SAFETY: try_peek checked off + record_size(len) <= cap and that the producer has
         // published these bytes; it will not touch them until we release them.
         unsafe { std::slice::from_raw_parts(self.data.add(r.off + RECORD_HEADER), r.len) }

@@ -573,6 +573,10 @@ pub(crate) fn check_mpmc_geometry(
 pub struct Mapped {
     seg: Segment,
     geometry: Geometry,
+    /// Under loom: one tracker per 8 bytes of the data area, standing for the raw record
+    /// headers and payloads loom cannot see (see [`Mapped::track_write`]).
+    #[cfg(loom)]
+    words: Vec<crate::sync::Bytes>,
 }
 
 /// Why a segment did not validate.
@@ -599,7 +603,14 @@ impl Mapped {
         init_data: impl FnOnce(&Mapped),
     ) -> Result<Mapped> {
         assert!(seg.len() >= HEADER_SIZE + geometry.capacity);
-        let mapped = Mapped { seg, geometry };
+        let mapped = Mapped {
+            seg,
+            geometry,
+            #[cfg(loom)]
+            words: (0..geometry.capacity.div_ceil(8))
+                .map(|_| crate::sync::Bytes::new())
+                .collect(),
+        };
         let h = mapped.header();
         let g = &mapped.geometry;
         h.version.store(VERSION, Ordering::Relaxed);
@@ -806,7 +817,37 @@ impl Mapped {
             slot_count: slot_count as usize,
             wait,
         };
-        Ok(Mapped { seg, geometry })
+        Ok(Mapped {
+            seg,
+            geometry,
+            #[cfg(loom)]
+            words: Vec::new(),
+        })
+    }
+
+    /// Under loom, records that bytes `off .. off + len` of the data area are about to be
+    /// written, so that a read of them that does not happen after the write (a weakened
+    /// ordering, a record read before it is published) fails the model. Normally nothing.
+    #[inline(always)]
+    pub(crate) fn track_write(&self, off: usize, len: usize) {
+        #[cfg(loom)]
+        for w in self.words.iter().skip(off / 8).take(len.div_ceil(8).max(1)) {
+            w.write();
+        }
+        #[cfg(not(loom))]
+        let _ = (off, len);
+    }
+
+    /// Under loom, records that bytes `off .. off + len` of the data area are about to be
+    /// read (see [`track_write`](Self::track_write)). Normally nothing.
+    #[inline(always)]
+    pub(crate) fn track_read(&self, off: usize, len: usize) {
+        #[cfg(loom)]
+        for w in self.words.iter().skip(off / 8).take(len.div_ceil(8).max(1)) {
+            w.read();
+        }
+        #[cfg(not(loom))]
+        let _ = (off, len);
     }
 
     /// The header.
