@@ -824,3 +824,28 @@ impl std::fmt::Debug for ReadGuard<'_> {
             .finish()
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// `slow_path_due` compares its `now` with one another thread stored, possibly later
+    /// than its own: the difference saturates instead of underflowing (a panic with
+    /// overflow checks on; this test panicked with the old plain subtraction).
+    #[test]
+    fn slow_path_due_survives_a_later_timestamp_from_another_thread() {
+        let name = format!("/shmlane-unit-slowpath-{}", std::process::id());
+        let tx = Sender::create(&name, &Options::new().slots(2).max_message(8)).unwrap();
+        let ep = &tx.ep;
+        let later = ep.epoch.elapsed().as_millis() as u64 + 10_000;
+        ep.last_slow.store(later, Ordering::Relaxed);
+        assert!(
+            !ep.slow_path_due(),
+            "not due: the last look is 'in the future'"
+        );
+        ep.last_slow.store(1, Ordering::Relaxed);
+        std::thread::sleep(channel::LIVENESS_INTERVAL);
+        assert!(ep.slow_path_due());
+        assert!(!ep.slow_path_due(), "due once per interval");
+    }
+}

@@ -296,3 +296,39 @@ fn mpmc_live_claim_is_never_taken() {
         b.join().unwrap();
     });
 }
+
+/// The wake protocol when sleeps time out before the post arrives (a 50 ms slice running
+/// out while the waker is on its way): the sleeper takes itself off the waiter count while
+/// the waker may be taking it off too; nothing is lost or woken twice for good.
+#[test]
+fn spsc_blocking_with_spurious_timeouts() {
+    shmlane::segment::header::SPURIOUS_TIMEOUTS.with(|c| c.set(2));
+    model(|| {
+        let (mut p, mut c) = spsc::model_pair(64, 16, Wait::Block);
+        let t = thread::spawn(move || {
+            p.send(&[7; 8]).unwrap();
+            p.send(&[8; 8]).unwrap();
+        });
+        assert_eq!(&c.recv().unwrap()[..], &[7; 8]);
+        assert_eq!(&c.recv().unwrap()[..], &[8; 8]);
+        assert!(matches!(c.recv(), Err(Error::Disconnected)));
+        t.join().unwrap();
+    });
+    shmlane::segment::header::SPURIOUS_TIMEOUTS.with(|c| c.set(0));
+}
+
+/// MPMC blocking receive and send with spurious timeouts of the semaphores.
+#[test]
+fn mpmc_blocking_with_spurious_timeouts() {
+    shmlane::segment::header::SPURIOUS_TIMEOUTS.with(|c| c.set(2));
+    model(|| {
+        let (tx, rx) = mpmc::model_pair(2, 8, Wait::Block);
+        let t = thread::spawn(move || {
+            tx.send(&[1; 8]).unwrap();
+        });
+        assert_eq!(&rx.recv().unwrap()[..], &[1; 8]);
+        assert!(matches!(rx.recv(), Err(Error::Disconnected)));
+        t.join().unwrap();
+    });
+    shmlane::segment::header::SPURIOUS_TIMEOUTS.with(|c| c.set(0));
+}
