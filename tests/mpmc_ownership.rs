@@ -236,9 +236,13 @@ fn spent_wakeup_is_made_good() {
         got1 < released,
         "message 1 waited for the holder of message 0"
     );
+    // A lost wake-up leaves message 1 to the next 50 ms slice (45.7 ms measured on the
+    // old ring); a woken receiver takes it in well under 1 ms. The bound sits between the
+    // two, at half a slice rather than the 5 ms, so a loaded 2-core CI machine
+    // that delays a process wake-up by a few milliseconds does not fail it.
     let after = got1.saturating_sub(t_a);
     assert!(
-        after < 5_000_000,
+        after < 25_000_000,
         "message 1 taken {} us after message 0 was published: a wake-up was lost",
         after / 1000
     );
