@@ -403,7 +403,7 @@ fn print_table(rows: &[Row], a: &BenchArgs, capacity: usize) {
         shmlane::inspect::human_bytes(capacity as u64),
     );
     println!(
-        "{:<11} {:>7} {:>10} {:>11} {:>11} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9}",
+        "{:<14} {:>7} {:>10} {:>11} {:>11} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9}",
         "backend",
         "size",
         "messages",
@@ -418,11 +418,11 @@ fn print_table(rows: &[Row], a: &BenchArgs, capacity: usize) {
     );
     for r in rows {
         if let Some(note) = &r.note {
-            println!("{:<11} {:>7} {note}", r.backend, r.size);
+            println!("{:<14} {:>7} {note}", r.backend, r.size);
             continue;
         }
         println!(
-            "{:<11} {:>7} {:>10} {:>11} {:>11.1} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9}",
+            "{:<14} {:>7} {:>10} {:>11} {:>11.1} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9}",
             r.backend,
             r.size,
             r.messages,
