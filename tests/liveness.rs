@@ -536,25 +536,7 @@ fn child_hidepid_cat_pair() {
     if !is_child(HIDEPID_CHILD) {
         return;
     }
-    // SAFETY: plain syscalls with constant, valid arguments. The mount namespace is this
-    // thread's; the processes it starts below inherit it.
-    let ok = unsafe {
-        libc::unshare(libc::CLONE_NEWNS) == 0
-            && libc::mount(
-                c"none".as_ptr(),
-                c"/".as_ptr(),
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            ) == 0
-            && libc::mount(
-                c"proc".as_ptr(),
-                c"/proc".as_ptr(),
-                c"proc".as_ptr(),
-                0,
-                c"hidepid=2".as_ptr().cast(),
-            ) == 0
-    };
+    let ok = common::mount_privately(c"proc", c"/proc", c"hidepid=2");
     if !ok {
         eprintln!(
             "SKIP: cannot mount /proc with hidepid=2 in a private mount namespace: {}",

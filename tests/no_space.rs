@@ -18,24 +18,7 @@ fn child_on_a_small_dev_shm() {
         return;
     }
     // A mount namespace of our own, so the small tmpfs is seen by this process only.
-    // SAFETY: plain syscalls with constant, valid arguments.
-    let ok = unsafe {
-        libc::unshare(libc::CLONE_NEWNS) == 0
-            && libc::mount(
-                c"none".as_ptr(),
-                c"/".as_ptr(),
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            ) == 0
-            && libc::mount(
-                c"tmpfs".as_ptr(),
-                c"/dev/shm".as_ptr(),
-                c"tmpfs".as_ptr(),
-                0,
-                c"size=1m".as_ptr().cast(),
-            ) == 0
-    };
+    let ok = common::mount_privately(c"tmpfs", c"/dev/shm", c"size=1m");
     if !ok {
         skip(&format!(
             "cannot mount a small tmpfs here ({}); NoSpace is still tested by asking for more than /dev/shm has",
