@@ -15,23 +15,15 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{check, child_arg, fill, is_child, spawn_child, wait_child, TestName, CHILD_ENV};
+use common::{
+    check, child_arg, fill, is_child, skip, spawn_child, wait_child, TestName, CHILD_ENV, SKIP_EXIT,
+};
 use shmlane::mpmc;
 use shmlane::spsc::{Consumer, Producer};
 use shmlane::{Error, Options, PeerState, TryRecvError};
 
 /// The contract: a SIGKILLed peer is reported dead this soon after the kill.
 const DEAD_WITHIN: Duration = Duration::from_millis(500);
-/// Exit status of a child process that had to skip (it printed `SKIP: <reason>`).
-const SKIP_STATUS: i32 = 77;
-
-/// Skips the calling test: prints why, and fails instead when `CI` is set.
-fn skip(reason: &str) {
-    eprintln!("SKIP: {reason}");
-    if std::env::var_os("CI").is_some() {
-        panic!("skipped under CI, where this test must run: {reason}");
-    }
-}
 
 fn shmlane_bin() -> &'static str {
     env!("CARGO_BIN_EXE_shmlane")
@@ -542,7 +534,7 @@ fn child_hidepid_cat_pair() {
             "SKIP: cannot mount /proc with hidepid=2 in a private mount namespace: {}",
             std::io::Error::last_os_error()
         );
-        std::process::exit(SKIP_STATUS);
+        std::process::exit(SKIP_EXIT);
     }
     // `nobody` must be able to run the binary: a copy in a world-readable directory.
     let copy = BinCopy::new(&std::env::temp_dir(), "hidepid", "shmlane");
@@ -563,13 +555,13 @@ fn child_hidepid_cat_pair() {
     match seen {
         Err(e) => {
             eprintln!("SKIP: cannot run setpriv (util-linux): {e}");
-            std::process::exit(SKIP_STATUS);
+            std::process::exit(SKIP_EXIT);
         }
         Ok(s) if s.code() == Some(0) => panic!("hidepid=2 did not hide root's process"),
         Ok(s) if s.code() == Some(1) => {}
         Ok(s) => {
             eprintln!("SKIP: setpriv --reuid=65534 refused ({s})");
-            std::process::exit(SKIP_STATUS);
+            std::process::exit(SKIP_EXIT);
         }
     }
     let name = TestName::new("hidepid");
@@ -650,7 +642,7 @@ fn cat_writer_of_another_user_under_hidepid() {
     }
     let child = spawn_child(HIDEPID_CHILD, &[]);
     let status = wait_child(child, Duration::from_secs(30));
-    if status.code() == Some(SKIP_STATUS) {
+    if status.code() == Some(SKIP_EXIT) {
         return skip("the child could not set up hidepid=2 (reason printed above)");
     }
     assert!(status.success(), "the child exited {status}");
