@@ -34,6 +34,22 @@
 //!
 //! Shared memory is untrusted input: every value read from a segment is range-checked
 //! before it is used, and a bad one is [`Error::Corrupt`], never undefined behaviour.
+//!
+//! ## What a reader may rely on when a peer misbehaves
+//!
+//! - **Positions, lengths, tags, stamps and header fields** are read once, checked, and
+//!   only then used: a `ReadGuard` always covers bytes inside the segment, of a length
+//!   within `max_message`, so no peer can make a reader touch memory outside the ring.
+//! - **Payload bytes are the ring's.** A `ReadGuard`'s `&[u8]` (and a `WriteGrant`'s
+//!   `&mut [u8]`) points into shared memory that a buggy or hostile process mapping the
+//!   same segment can write at any time: two reads of the same byte may differ. Readers
+//!   that do not trust their peers copy the message out first with
+//!   [`spsc::Consumer::recv_into`] / [`mpmc::Receiver::recv_into`], or parse it once.
+//! - **A POSIX segment can be shrunk** (`ftruncate`) by any process allowed to write it;
+//!   touching the pages past the new end raises `SIGBUS` in every process that maps it.
+//!   Only segments made by processes you trust, with a mode that keeps others out
+//!   (`Options::mode`, default `0o600`), are safe from that; `shmlane ls`, `inspect` and
+//!   `clean` read a segment only up to its current size.
 #![deny(missing_docs, unsafe_op_in_unsafe_fn)]
 #![cfg(target_os = "linux")]
 

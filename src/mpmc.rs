@@ -580,6 +580,25 @@ impl Receiver {
         self.recv_inner(Some(Instant::now() + timeout))
     }
 
+    /// Copies the next message into `buf` and frees its slot, waiting until one is
+    /// published; returns its `(tag, length)`. For receivers that do not trust their
+    /// peers: a [`ReadGuard`]'s bytes are the slot's, which a buggy or hostile process
+    /// could still write; a copy cannot change afterwards. `buf` must hold `max_message()`
+    /// bytes (a slot, once taken, cannot be put back): a shorter one is
+    /// [`Error::MessageTooLarge`] before anything is taken.
+    pub fn recv_into(&self, buf: &mut [u8]) -> Result<(u32, usize)> {
+        let max = self.max_message();
+        if buf.len() < max {
+            return Err(Error::MessageTooLarge {
+                len: max,
+                max: buf.len(),
+            });
+        }
+        let m = self.recv()?;
+        crate::ring::copy::copy_bytes(&mut buf[..m.len()], &m);
+        Ok((m.tag(), m.len()))
+    }
+
     /// The next message, or `Ok(None)` once every sender has closed its end and every
     /// message is taken: `while let Some(m) = rx.recv_or_end()? { .. }`. When the
     /// senders are gone and at least one died without closing, [`Error::PeerDied`] (after

@@ -644,6 +644,38 @@ impl Consumer {
     }
 
     #[inline]
+    /// Copies the next message into `buf` and releases its space, waiting until one is
+    /// published; returns its `(tag, length)`. For readers who do not trust their peer: a
+    /// [`ReadGuard`]'s bytes are the ring's, which a buggy or hostile producer could
+    /// still write while they are read; a copy cannot change afterwards. A message longer
+    /// than `buf` is [`Error::MessageTooLarge`] and stays in the ring (nothing is lost:
+    /// call again with room for `max_message()` bytes).
+    ///
+    /// ```no_run
+    /// # fn main() -> shmlane::Result<()> {
+    /// let mut rx = shmlane::spsc::Consumer::open("/demo")?;
+    /// let mut buf = vec![0u8; rx.max_message()];
+    /// let (tag, len) = rx.recv_into(&mut buf)?;
+    /// println!("tag {tag}: {:?}", &buf[..len]);
+    /// # Ok(()) }
+    /// ```
+    pub fn recv_into(&mut self, buf: &mut [u8]) -> Result<(u32, usize)> {
+        let rec = self.next_record(None)?;
+        if rec.len > buf.len() {
+            return Err(Error::MessageTooLarge {
+                len: rec.len,
+                max: buf.len(),
+            });
+        }
+        let g = ReadGuard {
+            consumer: self,
+            rec,
+        };
+        crate::ring::copy::copy_bytes(&mut buf[..g.len()], &g);
+        Ok((g.tag(), g.len()))
+    }
+
+    #[inline]
     fn recv_inner(&mut self, deadline: Option<Instant>) -> Result<ReadGuard<'_>> {
         let rec = self.next_record(deadline)?;
         Ok(ReadGuard {

@@ -355,3 +355,36 @@ fn create_or_open_never_says_not_found() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     churn.join().unwrap();
 }
+
+/// `recv_into` copies a message out for a reader that does not trust its peer; a buffer
+/// too small is an error that loses nothing.
+#[test]
+fn recv_into_copies_out_and_loses_nothing() {
+    let name = TestName::new("recv-into");
+    let mut tx = Producer::create(&name, &Options::new().capacity(4096)).unwrap();
+    let mut rx = Consumer::open(&name).unwrap();
+    tx.send_tagged(5, b"hello, world").unwrap();
+    let mut small = [0u8; 4];
+    assert!(matches!(
+        rx.recv_into(&mut small),
+        Err(Error::MessageTooLarge { len: 12, max: 4 })
+    ));
+    let mut buf = [0u8; 64];
+    assert_eq!(rx.recv_into(&mut buf).unwrap(), (5, 12));
+    assert_eq!(&buf[..12], b"hello, world");
+    drop(tx);
+    assert!(matches!(rx.recv_into(&mut buf), Err(Error::Disconnected)));
+
+    let name = TestName::new("recv-into-mpmc");
+    let rx = Receiver::create(&name, &Options::new().slots(4).max_message(32)).unwrap();
+    let tx = Sender::open(&name).unwrap();
+    tx.send_tagged(9, b"job").unwrap();
+    let mut small = [0u8; 8];
+    assert!(matches!(
+        rx.recv_into(&mut small),
+        Err(Error::MessageTooLarge { len: 32, max: 8 })
+    ));
+    let mut buf = [0u8; 32];
+    assert_eq!(rx.recv_into(&mut buf).unwrap(), (9, 3));
+    assert_eq!(&buf[..3], b"job");
+}
