@@ -48,8 +48,10 @@
 //! - **A POSIX segment can be shrunk** (`ftruncate`) by any process allowed to write it;
 //!   touching the pages past the new end raises `SIGBUS` in every process that maps it.
 //!   Only segments made by processes you trust, with a mode that keeps others out
-//!   (`Options::mode`, default `0o600`), are safe from that; `shmlane ls`, `inspect` and
-//!   `clean` read a segment only up to its current size.
+//!   (`Options::mode`, default `0o600`), are safe from that. `shmlane ls`, `inspect` and
+//!   `clean` map a segment at the size it has when they open it, so a file truncated
+//!   before that is described, not trusted; one shrunk while they read it can still make
+//!   them fault.
 #![deny(missing_docs, unsafe_op_in_unsafe_fn)]
 #![cfg(target_os = "linux")]
 
