@@ -420,7 +420,7 @@ pub fn floor_bandwidth(setup: &Setup, size: usize, messages: u64) -> Result<Thro
         Backing::Posix,
         0o600,
     )?;
-    let floor = Floor::new(seg, size, chunks)?;
+    let mut floor = Floor::new(seg, size, chunks)?;
     let mut peer = Peer::spawn(
         setup,
         &[

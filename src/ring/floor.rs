@@ -25,6 +25,7 @@ const HEADER: usize = 4096;
 const _: () = assert!(std::mem::size_of::<FloorHeader>() <= HEADER);
 
 /// A mapped floor segment.
+#[derive(Debug)]
 pub struct Floor {
     seg: Segment,
     size: usize,
@@ -32,14 +33,20 @@ pub struct Floor {
 }
 
 impl Floor {
-    /// Bytes a floor segment needs for `chunks` chunks of `size` bytes.
+    /// Bytes a floor segment needs for `chunks` chunks of `size` bytes (saturating: a
+    /// size no segment can have is refused by [`new`](Self::new)).
     pub fn segment_len(size: usize, chunks: u64) -> usize {
-        HEADER + size.max(64) * chunks as usize
+        usize::try_from(chunks)
+            .ok()
+            .and_then(|c| size.max(64).checked_mul(c))
+            .and_then(|b| b.checked_add(HEADER))
+            .unwrap_or(usize::MAX)
     }
 
     /// Takes a segment made (zeroed) for `chunks` chunks of `size` bytes.
     pub fn new(seg: Segment, size: usize, chunks: u64) -> Result<Floor> {
-        if chunks == 0 || seg.len() < Floor::segment_len(size, chunks) {
+        let need = Floor::segment_len(size, chunks);
+        if chunks == 0 || need == usize::MAX || seg.len() < need {
             return Err(Error::corrupt("floor segment too small"));
         }
         Ok(Floor { seg, size, chunks })
@@ -57,8 +64,9 @@ impl Floor {
         unsafe { self.seg.as_ptr().add(off) }
     }
 
-    /// Sends `count` chunks copied from `src` (whose length is the chunk size).
-    pub fn send(&self, src: &[u8], count: u64) {
+    /// Sends `count` chunks copied from `src` (whose length is the chunk size). Takes
+    /// `&mut self`: two senders of one floor would write the same chunk.
+    pub fn send(&mut self, src: &[u8], count: u64) {
         assert_eq!(src.len(), self.size);
         let h = self.header();
         let mut done = 0;

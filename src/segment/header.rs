@@ -157,6 +157,12 @@ impl SemCell {
     }
 }
 
+impl std::fmt::Debug for SemCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SemCell").finish_non_exhaustive()
+    }
+}
+
 /// One entry of the endpoint registry: who holds a role.
 ///
 /// Whether the holder lives is not written here: the kernel keeps it (a lock or a
@@ -169,6 +175,19 @@ pub struct Endpoint {
     pub word: AtomicU64,
     /// The holder's start time (field 22 of `/proc/<pid>/stat`), for display.
     pub start_time: AtomicU64,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let word = self.word.load(Ordering::Relaxed);
+        let (pid, state) = split_word(word);
+        f.debug_struct("Endpoint")
+            .field("pid", &pid)
+            .field("state", &state)
+            .field("role", &word_role(word))
+            .field("generation", &word_generation(word))
+            .finish()
+    }
 }
 
 /// Nobody has ever held this endpoint.
@@ -291,6 +310,18 @@ pub struct Header {
 }
 
 const _: () = assert!(size_of::<Header>() <= HEADER_SIZE);
+
+impl std::fmt::Debug for Header {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Header")
+            .field("version", &self.version.load(Ordering::Relaxed))
+            .field("kind", &self.kind.load(Ordering::Relaxed))
+            .field("capacity", &self.capacity.load(Ordering::Relaxed))
+            .field("write_pos", &self.write_pos.load(Ordering::Relaxed))
+            .field("read_pos", &self.read_pos.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
 
 #[cfg(loom)]
 impl Header {
