@@ -226,3 +226,40 @@ macro_rules! with_backend {
         }
     };
 }
+
+/// Test helpers shared by the backends' unit tests.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use super::{Config, RxEnd, Transport, TxEnd};
+
+    /// A number read from a `/proc/sys` file (the kernel's own setting, not the code's).
+    pub(crate) fn proc_value(path: &str) -> usize {
+        std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// `T` accepts messages of exactly `limit` bytes, refuses one byte more with the
+    /// clear message, and a message of the limit's size really travels whole.
+    pub(crate) fn limit_is_exact<T: Transport>(limit: usize, tag: &str) {
+        assert!(T::supports(limit).is_ok());
+        let why = T::supports(limit + 1).unwrap_err();
+        assert_eq!(
+            why,
+            format!("not supported by this backend on this machine (limit {limit})")
+        );
+        let name = format!("/shmlane-test-limit-{tag}-{}", std::process::id());
+        let cfg = Config {
+            max_message: limit,
+            capacity: 4 * limit,
+            wait: crate::Wait::Block,
+        };
+        let mut rx = T::create_rx(&name, &cfg).expect("create_rx");
+        let mut tx = T::open_tx(&name, &cfg).expect("open_tx");
+        let msg: Vec<u8> = (0..limit).map(|i| (i * 13 + 5) as u8).collect();
+        tx.send(&msg).expect("send a message of the limit's size");
+        assert!(rx.recv_with(|m| m == &msg[..]).expect("recv"));
+    }
+}

@@ -541,39 +541,14 @@ mod tests {
         }
     }
 
-    fn proc_value(path: &str) -> usize {
-        std::fs::read_to_string(path)
-            .unwrap_or_else(|e| panic!("{path}: {e}"))
-            .trim()
-            .parse()
-            .unwrap_or_else(|e| panic!("{path}: {e}"))
-    }
-
     /// The limit comes from the kernel's own settings, read here, not from the function
     /// under test; and a message of exactly that size really goes through a queue.
     #[test]
     fn sizes_over_the_machine_limit_are_refused_clearly() {
-        let msgmax = proc_value("/proc/sys/kernel/msgmax");
-        let msgmnb = proc_value("/proc/sys/kernel/msgmnb");
+        let msgmax = crate::backend::test_util::proc_value("/proc/sys/kernel/msgmax");
+        let msgmnb = crate::backend::test_util::proc_value("/proc/sys/kernel/msgmnb");
         assert_eq!(SysvMsgq::limits(), (msgmax, msgmnb));
         let limit = msgmax.min(msgmnb);
-        assert!(SysvMsgq::supports(limit).is_ok());
-        let why = SysvMsgq::supports(limit + 1).unwrap_err();
-        assert_eq!(
-            why,
-            format!("not supported by this backend on this machine (limit {limit})")
-        );
-        // The largest supported message travels whole.
-        let name = format!("/shmlane-test-limit-sysvmsgq-{}", std::process::id());
-        let cfg = crate::backend::Config {
-            max_message: limit,
-            capacity: 4 * limit,
-            wait: crate::Wait::Block,
-        };
-        let mut rx = SysvMsgq::create_rx(&name, &cfg).expect("create_rx");
-        let mut tx = SysvMsgq::open_tx(&name, &cfg).expect("open_tx");
-        let msg: Vec<u8> = (0..limit).map(|i| (i * 13 + 5) as u8).collect();
-        tx.send(&msg).expect("send a message of the limit's size");
-        assert!(rx.recv_with(|m| m == &msg[..]).expect("recv"));
+        crate::backend::test_util::limit_is_exact::<SysvMsgq>(limit, "sysvmsgq");
     }
 }
