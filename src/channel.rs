@@ -20,8 +20,19 @@ pub(crate) const READY_TIMEOUT: Duration = Duration::from_millis(2000);
 pub(crate) fn create(
     name: &str,
     opts: &Options,
+    geometry: Geometry,
+    fingerprint: &Fingerprint,
+) -> Result<Mapped> {
+    create_with(name, opts, geometry, fingerprint, |_| {})
+}
+
+/// [`create`], with `init` run on the new segment before it is marked ready.
+pub(crate) fn create_with(
+    name: &str,
+    opts: &Options,
     mut geometry: Geometry,
     fingerprint: &Fingerprint,
+    init: impl FnOnce(&Mapped),
 ) -> Result<Mapped> {
     if !fingerprint.is_typed() && opts.get_schema() != 0 {
         return Err(Error::InvalidOptions {
@@ -32,7 +43,7 @@ pub(crate) fn create(
         });
     }
     let len = HEADER_SIZE
-        .checked_add(geometry.capacity)
+        .checked_add(geometry.data_len())
         .ok_or_else(|| Error::InvalidOptions {
             reason: "capacity overflows the address space".into(),
         })?;
@@ -43,16 +54,28 @@ pub(crate) fn create(
         if m.geometry().kind == Kind::Mpmc {
             crate::ring::mpmc::init_stamps(m);
         }
+        init(m);
     })
 }
 
 /// Under loom: a channel on heap memory, shared by the endpoints of one model.
 #[cfg(loom)]
 pub(crate) fn model(name: &str, geometry: Geometry) -> std::sync::Arc<Mapped> {
+    model_with(name, geometry, |_| {})
+}
+
+/// Under loom: [`model`] with `init` run before the segment is ready.
+#[cfg(loom)]
+pub(crate) fn model_with(
+    name: &str,
+    geometry: Geometry,
+    init: impl FnOnce(&Mapped),
+) -> std::sync::Arc<Mapped> {
     std::sync::Arc::new(Mapped::model(name, geometry, |m| {
         if m.geometry().kind == Kind::Mpmc {
             crate::ring::mpmc::init_stamps(m);
         }
+        init(m);
     }))
 }
 

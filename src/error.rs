@@ -183,6 +183,18 @@ pub enum Error {
         "the peer's process died without closing its end (everything it published has been read)"
     )]
     PeerDied,
+    /// Broadcast, Lap mode: the publisher overwrote `missed` messages this subscriber
+    /// had not read. The subscriber has moved on to the oldest message still in the
+    /// ring; the next `recv` returns it.
+    #[error("the publisher lapped this subscriber: {missed} messages were overwritten before it read them; it goes on from the oldest message still in the ring")]
+    Lapped {
+        /// How many messages were lost, exactly.
+        missed: u64,
+    },
+    /// Broadcast, Block mode: the publisher cut this subscriber loose because it held the
+    /// ring full without moving for `Options::evict_after`. Open a new subscriber.
+    #[error("this subscriber was evicted: it held the publisher back without reading for longer than evict_after; open it again")]
+    Evicted,
     /// A `*_timeout` call ran out of time.
     #[error("timed out")]
     Timeout,

@@ -487,6 +487,8 @@ impl Report {
         let (total, slots) = match self.kind()? {
             Kind::Spsc => (self.fields.capacity?, false),
             Kind::Mpmc => (self.fields.slot_count?, true),
+            // Each subscriber has its own fill: see `broadcast()`.
+            Kind::Broadcast => return None,
         };
         (used <= total).then_some(Fill { used, total, slots })
     }
@@ -714,6 +716,8 @@ fn read_fields(seg: &Segment) -> Fields {
 fn count_unread(seg: &Segment, f: &Fields) -> Option<u64> {
     let (w, r) = (f.write_pos?, f.read_pos?);
     match Kind::from_raw(f.kind?)? {
+        // Every subscriber has its own unread count (its lag): see `broadcast()`.
+        Kind::Broadcast => None,
         Kind::Mpmc => {
             let used = w.wrapping_sub(r);
             (used <= f.slot_count?).then_some(used)
@@ -763,6 +767,8 @@ fn read_endpoints(seg: &Segment, kind: Option<Kind>) -> Vec<EndpointInfo> {
             (Some(Kind::Mpmc), ROLE_SENDER) => "sender".to_string(),
             (Some(Kind::Mpmc), ROLE_RECEIVER) => "receiver".to_string(),
             (Some(Kind::Mpmc), r) => format!("role {r}"),
+            (Some(Kind::Broadcast), _) if i == 0 => "publisher".to_string(),
+            (Some(Kind::Broadcast), _) => format!("subscriber {}", i - 1),
             _ => format!("slot {i}"),
         };
         let state_name = match state {
@@ -931,6 +937,17 @@ fn check(
                 capacity,
             ) {
                 return Verdict::Invalid(e);
+            }
+        }
+        Kind::Broadcast => {
+            if let Err(c) = crate::ring::broadcast::check_geometry(
+                capacity,
+                max_message,
+                slot_count,
+                slot_size,
+                segment_len,
+            ) {
+                return Verdict::Invalid(c.into());
             }
         }
     }

@@ -57,6 +57,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod broadcast;
 mod channel;
 mod error;
 #[doc(hidden)]

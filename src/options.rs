@@ -44,7 +44,15 @@ pub struct Options {
     wait: Wait,
     persist: bool,
     schema: u32,
+    max_subscribers: usize,
+    overflow: crate::broadcast::Overflow,
+    evict_after: std::time::Duration,
 }
+
+/// Default [`Options::max_subscribers`].
+pub const DEFAULT_MAX_SUBSCRIBERS: usize = 16;
+/// Default [`Options::evict_after`]: 500 ms.
+pub const DEFAULT_EVICT_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl Default for Options {
     fn default() -> Self {
@@ -64,6 +72,9 @@ impl Options {
             wait: Wait::Block,
             persist: false,
             schema: 0,
+            max_subscribers: DEFAULT_MAX_SUBSCRIBERS,
+            overflow: crate::broadcast::Overflow::Block,
+            evict_after: DEFAULT_EVICT_AFTER,
         }
     }
 
@@ -181,6 +192,118 @@ impl Options {
     /// The requested max message, if any.
     pub fn get_max_message(&self) -> Option<usize> {
         self.max_message
+    }
+
+    /// Broadcast: how many subscribers may be attached at once (default 16, at most 63):
+    /// the size of the segment's cursor table. Named cursors take a slot while they are
+    /// detached, too. One more is [`Error::TooManyEndpoints`].
+    ///
+    /// ```
+    /// let opts = shmlane::Options::new().max_subscribers(4);
+    /// assert_eq!(opts.get_max_subscribers(), 4);
+    /// ```
+    pub fn max_subscribers(mut self, n: usize) -> Options {
+        self.max_subscribers = n;
+        self
+    }
+
+    /// Broadcast: what the publisher does when the slowest subscriber has not read the
+    /// oldest message and the ring is full (default [`Overflow::Block`](crate::broadcast::Overflow::Block)).
+    ///
+    /// ```
+    /// use shmlane::broadcast::Overflow;
+    /// let opts = shmlane::Options::new().overflow(Overflow::Lap);
+    /// assert_eq!(opts.get_overflow(), Overflow::Lap);
+    /// ```
+    pub fn overflow(mut self, overflow: crate::broadcast::Overflow) -> Options {
+        self.overflow = overflow;
+        self
+    }
+
+    /// Broadcast, Block mode: a subscriber (or detached named cursor) that holds the
+    /// publisher back without moving for this long is evicted (default 500 ms, at least
+    /// 1 ms). So the publisher never waits longer than this, whatever subscribers do.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let opts = shmlane::Options::new().evict_after(Duration::from_millis(100));
+    /// assert_eq!(opts.get_evict_after(), Duration::from_millis(100));
+    /// ```
+    pub fn evict_after(mut self, after: std::time::Duration) -> Options {
+        self.evict_after = after;
+        self
+    }
+
+    /// The broadcast cursor table size.
+    pub fn get_max_subscribers(&self) -> usize {
+        self.max_subscribers
+    }
+
+    /// The broadcast overflow mode.
+    pub fn get_overflow(&self) -> crate::broadcast::Overflow {
+        self.overflow
+    }
+
+    /// The broadcast eviction time.
+    pub fn get_evict_after(&self) -> std::time::Duration {
+        self.evict_after
+    }
+
+    /// Ring capacity, max message and cursor slots of a broadcast ring, checked: the
+    /// capacity is a power of two of at least 256 bytes, and two records of
+    /// `max_message` plus a 16-byte stub fit in it (doubled once if they do not).
+    pub(crate) fn broadcast_geometry(&self) -> Result<(usize, usize, usize)> {
+        use crate::ring::broadcast::{bc_record_size, BC_HEADER};
+        let max_subs = crate::segment::header::MAX_ENDPOINTS - 1;
+        if self.max_subscribers == 0 || self.max_subscribers > max_subs {
+            return Err(Error::InvalidOptions {
+                reason: format!(
+                    "max_subscribers {} is out of range (1 ..= {max_subs})",
+                    self.max_subscribers
+                ),
+            });
+        }
+        if self.evict_after < std::time::Duration::from_millis(1) {
+            return Err(Error::InvalidOptions {
+                reason: format!("evict_after {:?} is under 1 ms", self.evict_after),
+            });
+        }
+        if self.capacity == 0 || self.capacity > MAX_CAPACITY {
+            return Err(Error::InvalidOptions {
+                reason: format!(
+                    "capacity {} is out of range (1 ..= {MAX_CAPACITY} bytes)",
+                    self.capacity
+                ),
+            });
+        }
+        let mut capacity = self.capacity.next_power_of_two().max(256);
+        let fits = |cap: usize, max: usize| 2 * bc_record_size(max) + BC_HEADER <= cap;
+        let max_message = match self.max_message {
+            Some(m) => m,
+            None => ((capacity - BC_HEADER) / 2 - BC_HEADER) & !15usize,
+        }
+        .min(self.max_message.unwrap_or(64 << 10));
+        if max_message > capacity / 2 || max_message > MAX_MESSAGE_LIMIT {
+            return Err(Error::InvalidOptions {
+                reason: format!(
+                    "max_message {max_message} is larger than capacity / 2 = {} (capacity {capacity}); raise the capacity or lower max_message",
+                    capacity / 2
+                ),
+            });
+        }
+        if !fits(capacity, max_message) {
+            capacity *= 2;
+            if capacity > MAX_CAPACITY {
+                return Err(Error::InvalidOptions {
+                    reason: format!(
+                        "max_message {max_message} needs more than {MAX_CAPACITY} bytes"
+                    ),
+                });
+            }
+        }
+        debug_assert!(fits(capacity, max_message));
+        self.check_mode()?;
+        Ok((capacity, max_message, self.max_subscribers))
     }
 
     /// Slot count, slot size and max message of an MPMC ring, checked.

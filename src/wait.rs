@@ -188,6 +188,47 @@ fn wake_run_slow(waiters: &AtomicU32, sem: &SemCell, mut ready: impl FnMut(u64) 
     }
 }
 
+/// The waker's half of a Dekker pattern (see [`sleeper_fence`]): a compiler fence when
+/// this process's wakers use light barriers, else a full fence.
+#[inline]
+pub(crate) fn waker_fence() {
+    if barrier::light() {
+        compiler_fence(Ordering::SeqCst);
+    } else {
+        fence(Ordering::SeqCst);
+    }
+}
+
+/// The sleeper's half of a Dekker pattern: a full fence, plus the heavy barrier when any
+/// endpoint of the segment wakes with light barriers (so their [`waker_fence`] counts).
+pub(crate) fn sleeper_fence(light_wakers: &AtomicU32) {
+    fence(Ordering::SeqCst);
+    if light_wakers.load(Ordering::Relaxed) != 0 && !barrier::heavy() {
+        // The kernel refused: fall back to what a full fence gives (the caller re-checks).
+        fence(Ordering::SeqCst);
+    }
+}
+
+/// Wakes every sleeper (broadcast subscribers): like [`wake`], nothing but a barrier and
+/// one load when nobody sleeps; otherwise posts until the count is 0.
+#[inline]
+pub(crate) fn wake_every(waiters: &AtomicU32, sem: &SemCell) {
+    waker_fence();
+    if waiters.load(Ordering::Relaxed) != 0 {
+        wake_every_slow(waiters, sem);
+    }
+}
+
+#[cold]
+fn wake_every_slow(waiters: &AtomicU32, sem: &SemCell) {
+    for _ in 0..1024 {
+        if waiters.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        wake_slow(waiters, sem);
+    }
+}
+
 /// Wakes every sleeper (an endpoint leaving: all of them must see it). The fence pairs
 /// with each sleeper's, like [`wake`]'s; always a full fence here (this is rare).
 pub(crate) fn wake_all(waiters: &AtomicU32, sem: &SemCell) {

@@ -572,7 +572,9 @@ mod ops {
     fn capacity_text(r: &Report) -> String {
         let f = &r.fields;
         match r.kind() {
-            Some(Kind::Spsc) => f.capacity.map_or_else(|| "-".into(), human_bytes),
+            Some(Kind::Spsc) | Some(Kind::Broadcast) => {
+                f.capacity.map_or_else(|| "-".into(), human_bytes)
+            }
             // Slots of up to max_message bytes each (the slot itself is 32 bytes more,
             // rounded up to 64: `inspect` shows it).
             Some(Kind::Mpmc) => match (f.slot_count, f.max_message) {

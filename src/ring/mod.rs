@@ -4,6 +4,7 @@
 //! forms a slice: a bad value is [`crate::Error::Corrupt`], never undefined behaviour.
 
 pub(crate) mod barrier;
+pub mod broadcast;
 pub mod copy;
 pub mod floor;
 pub(crate) mod mpmc;

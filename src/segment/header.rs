@@ -19,8 +19,9 @@ pub const MAGIC: [u8; 8] = *b"SHMLANE\0";
 /// of the protocol, not only of the layout (the layout hash covers sizes and offsets, not
 /// what the fields mean): 2 made liveness the kernel's (registry locks) and claim words
 /// name a registry entry and generation; 3 made MPMC claimers own a slot by a CAS on its
-/// claim word before writing it (a version-2 peer writes before owning).
-pub const VERSION: u32 = 3;
+/// claim word before writing it (a version-2 peer writes before owning); 4 added the
+/// broadcast kind (cursor table and record ring in the data area, `Kind::Broadcast`).
+pub const VERSION: u32 = 4;
 /// Bytes reserved for the header; the data area starts here (one page).
 #[cfg(not(loom))]
 pub const HEADER_SIZE: usize = 4096;
@@ -70,6 +71,8 @@ pub enum Kind {
     Spsc = 1,
     /// Fixed-size stamped slots, many producers, many consumers.
     Mpmc = 2,
+    /// Variable-length records, one publisher, many subscribers each reading every one.
+    Broadcast = 3,
 }
 
 impl Kind {
@@ -78,6 +81,7 @@ impl Kind {
         match raw {
             1 => Some(Kind::Spsc),
             2 => Some(Kind::Mpmc),
+            3 => Some(Kind::Broadcast),
             _ => None,
         }
     }
@@ -87,6 +91,7 @@ impl Kind {
         match self {
             Kind::Spsc => "spsc",
             Kind::Mpmc => "mpmc",
+            Kind::Broadcast => "broadcast",
         }
     }
 }
@@ -380,7 +385,7 @@ impl Mapped {
         mut geometry: Geometry,
         init_data: impl FnOnce(&Mapped),
     ) -> Mapped {
-        geometry.segment_len = HEADER_SIZE + geometry.capacity;
+        geometry.segment_len = HEADER_SIZE + geometry.data_len();
         let seg = Segment::heap_for_model(name, geometry.segment_len);
         // SAFETY: the heap segment is HEADER_SIZE-aligned, zeroed and at least
         // HEADER_SIZE >= size_of::<Header>() bytes; nothing refers to it yet.
@@ -568,6 +573,17 @@ pub struct Geometry {
 /// empty ring. (Builds before that rule accepted `max_message` up to `capacity / 2`,
 /// whose record is up to 8 bytes more than half the ring; their segments are refused.)
 /// `inspect` runs the same check.
+impl Geometry {
+    /// Bytes of the data area: the ring, plus (broadcast) the control block and cursor
+    /// table before it.
+    pub fn data_len(&self) -> usize {
+        match self.kind {
+            Kind::Broadcast => self.capacity + crate::ring::broadcast::ring_offset(self.slot_count),
+            Kind::Spsc | Kind::Mpmc => self.capacity,
+        }
+    }
+}
+
 pub(crate) fn check_spsc_geometry(capacity: u64, max_message: u64) -> Result<()> {
     if !capacity.is_power_of_two() || capacity < crate::options::MIN_CAPACITY as u64 {
         return Err(Error::corrupt(format!(
@@ -627,6 +643,23 @@ pub struct Mapped {
     /// headers and payloads loom cannot see (see [`Mapped::track_write`]).
     #[cfg(loom)]
     words: Vec<crate::sync::Bytes>,
+    #[cfg(loom)]
+    bcast: Option<Box<BroadcastModel>>,
+}
+
+#[cfg(loom)]
+pub(crate) type BroadcastModel = (
+    crate::ring::broadcast::Control,
+    crate::ring::broadcast::Config,
+    Vec<crate::ring::broadcast::CursorSlot>,
+);
+
+#[cfg(loom)]
+impl Mapped {
+    /// Under loom: the broadcast control areas of a model segment.
+    pub(crate) fn broadcast_model(&self) -> &BroadcastModel {
+        self.bcast.as_deref().expect("a broadcast model segment")
+    }
 }
 
 /// Why a segment did not validate.
@@ -652,7 +685,7 @@ impl Mapped {
         fingerprint: &Fingerprint,
         init_data: impl FnOnce(&Mapped),
     ) -> Result<Mapped> {
-        assert!(seg.len() >= HEADER_SIZE + geometry.capacity);
+        assert!(seg.len() >= HEADER_SIZE + geometry.data_len());
         let mapped = Mapped {
             seg,
             geometry,
@@ -660,6 +693,9 @@ impl Mapped {
             words: (0..geometry.capacity.div_ceil(8))
                 .map(|_| crate::sync::Bytes::new())
                 .collect(),
+            #[cfg(loom)]
+            bcast: (geometry.kind == Kind::Broadcast)
+                .then(|| Box::new(crate::ring::broadcast::model_areas(geometry.slot_count))),
         };
         let h = mapped.header();
         let g = &mapped.geometry;
@@ -831,6 +867,14 @@ impl Mapped {
         match kind {
             Kind::Spsc => check_spsc_geometry(capacity, max_message)?,
             Kind::Mpmc => check_mpmc_geometry(slot_count, slot_size, max_message, capacity)?,
+            Kind::Broadcast => crate::ring::broadcast::check_geometry(
+                capacity,
+                max_message,
+                slot_count,
+                slot_size,
+                segment_len,
+            )
+            .map_err(Error::from)?,
         }
         if seg.backing() == super::Backing::SysV {
             // Every endpoint needs the liveness semaphore set the header names.
@@ -872,6 +916,8 @@ impl Mapped {
             geometry,
             #[cfg(loom)]
             words: Vec::new(),
+            #[cfg(loom)]
+            bcast: None,
         })
     }
 
