@@ -193,6 +193,62 @@ fn short(b: u8) -> Duration {
 // open_header
 // ---------------------------------------------------------------------------------------
 
+/// `fuzz/fuzz_targets/validate_header.rs`: the header validator alone, with no segment and
+/// no `/dev/shm`. The input is a header image; the segment's length is the input's length,
+/// and, when the input is longer than the header, also its last 8 bytes read as a length
+/// (so lengths the input cannot hold are tried too). As in [`open_header`], a header with
+/// the shmlane magic gets `state = READY` and its placeholder name replaced, so inputs
+/// reach the deep checks. Must hold: `validate` answers (never panics), and a geometry it
+/// accepts fits the segment: the data area inside `segment_len`, `segment_len` inside the
+/// length, `max_message` at most half the data area, MPMC slots that multiply out.
+pub fn validate_header(data: &[u8]) {
+    use shmlane::format::{validate, Kind, NameCheck, Snapshot};
+    let mut content = data.to_vec();
+    let mut lens = vec![content.len() as u64];
+    if content.len() > HEADER_SIZE + 8 {
+        let tail = content.len() - 8;
+        lens.push(u64::from_ne_bytes(content[tail..].try_into().unwrap()) % (1 << 40));
+    }
+    if content.len() >= HEADER_SIZE && content[..8] == MAGIC {
+        let state = offset_of!(Header, state);
+        content[state..state + 4].copy_from_slice(&STATE_READY.to_ne_bytes());
+    }
+    let name = "/shmlane-fuzz-validate";
+    let nl = offset_of!(Header, name_len);
+    let n = offset_of!(Header, name);
+    if content.len() >= n + name.len()
+        && content[nl..nl + 4] == (NAME_PLACEHOLDER.len() as u32).to_ne_bytes()
+        && &content[n..n + NAME_PLACEHOLDER.len()] == NAME_PLACEHOLDER
+    {
+        content[nl..nl + 4].copy_from_slice(&(name.len() as u32).to_ne_bytes());
+        content[n..n + name.len()].copy_from_slice(name.as_bytes());
+    }
+    for (len, names) in lens.into_iter().flat_map(|l| {
+        [
+            (l, NameCheck::Is(shmlane::Backing::Posix)),
+            (l, NameCheck::Any),
+        ]
+    }) {
+        let snapshot = Snapshot::from_bytes(&content, len);
+        let Ok(g) = validate(&snapshot, name, None, names) else {
+            continue;
+        };
+        assert!(
+            HEADER_SIZE as u64 + g.capacity as u64 <= g.segment_len as u64,
+            "{g:?}"
+        );
+        assert!(g.segment_len as u64 <= len, "{g:?} in {len} bytes");
+        assert!(g.max_message <= g.capacity / 2, "{g:?}");
+        if g.kind == Kind::Mpmc {
+            assert_eq!(
+                g.slot_count.checked_mul(g.slot_size),
+                Some(g.capacity),
+                "{g:?}"
+            );
+        }
+    }
+}
+
 /// Opens a segment whose whole content is `data` (at most [`OPEN_HEADER_MAX_LEN`]
 /// bytes) with all four endpoint types, and uses whatever opens with a few non-blocking
 /// calls.

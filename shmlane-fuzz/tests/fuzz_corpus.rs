@@ -70,6 +70,11 @@ fn open_header() {
 }
 
 #[test]
+fn validate_header() {
+    replay("validate_header", shmlane_fuzz::validate_header);
+}
+
+#[test]
 fn spsc_ops() {
     replay("spsc_ops", shmlane_fuzz::spsc_ops);
 }
@@ -151,8 +156,9 @@ fn known_bugs() {
 /// A fuzz function.
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 5] = [
+const TARGETS: [(&str, Target); 6] = [
     ("open_header", shmlane_fuzz::open_header),
+    ("validate_header", shmlane_fuzz::validate_header),
     ("spsc_ops", shmlane_fuzz::spsc_ops),
     ("mpmc_ops", shmlane_fuzz::mpmc_ops),
     ("corrupt_consume", shmlane_fuzz::corrupt_consume),
@@ -179,6 +185,31 @@ fn open_header_seeds_open() {
             "{seed}: [Consumer, Producer, Receiver, Sender]::open; if the header layout \
              changed, run `cargo test --test fuzz_corpus -- --ignored write_seeds`"
         );
+    }
+}
+
+/// The validator accepts the seeds of real segments as they are: `validate_header` starts
+/// from headers that reach every check.
+#[test]
+fn validate_header_seeds_validate() {
+    use shmlane::format::{validate, Kind, NameCheck, Snapshot};
+    let dir = fuzz_dir().join("corpus/validate_header");
+    for (seed, kind) in [
+        ("seed-spsc-fresh", Some(Kind::Spsc)),
+        ("seed-spsc-wrapped", Some(Kind::Spsc)),
+        ("seed-mpmc-messages", Some(Kind::Mpmc)),
+        ("seed-header-only", None),
+    ] {
+        let data = std::fs::read(dir.join(seed)).unwrap();
+        let got = validate(
+            &Snapshot::from_bytes(&data, data.len() as u64),
+            "/x",
+            None,
+            NameCheck::Any,
+        )
+        .ok()
+        .map(|g| g.kind);
+        assert_eq!(got, kind, "{seed}");
     }
 }
 
@@ -228,9 +259,16 @@ mod seeds {
     }
 
     fn write(target: &str, name: &str, data: &[u8]) {
-        let dir = super::fuzz_dir().join("corpus").join(target);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(format!("seed-{name}")), data).unwrap();
+        // The header images serve both the opener's target and the validator's.
+        let targets: &[&str] = match target {
+            "open_header" => &["open_header", "validate_header"],
+            t => &[t][..],
+        };
+        for t in targets {
+            let dir = super::fuzz_dir().join("corpus").join(t);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(format!("seed-{name}")), data).unwrap();
+        }
     }
 
     /// The whole file of a real segment after `fill` used it and its endpoints closed,

@@ -130,7 +130,7 @@ fn open_until(
                 }
             }
             Err(Invalid::Err(e)) => return Err(e),
-            Err(Invalid::NotYet) => {
+            Err(Invalid::NotYet(_)) => {
                 if deadline.is_none() && start.elapsed() >= READY_TIMEOUT {
                     return Err(Error::NotReady {
                         name: name.to_string(),

@@ -30,6 +30,7 @@ use crate::segment::header::{
     EP_FREE, FLAG_HANDED_OVER, FLAG_PERSIST, HEADER_SIZE, MAGIC, MAX_ENDPOINTS, NAME_CAP,
     ROLE_RECEIVER, ROLE_SENDER, SPSC_CONSUMER, SPSC_PRODUCER, STATE_READY, TYPE_NAME_CAP, VERSION,
 };
+use crate::segment::validate::{validate, Invalid, NameCheck, Snapshot};
 use crate::segment::{sysv_key, validate_name, Backing, Held, Segment};
 use crate::Wait;
 
@@ -312,14 +313,6 @@ mod off {
     }
 }
 
-/// The outcome of the checks, mirroring what an opener does.
-enum Verdict {
-    Valid,
-    /// The creator has not finished (an opener would wait, then report `NotReady`).
-    NotYet(String),
-    Invalid(Error),
-}
-
 impl Report {
     /// How many registry entries of `role` (`producer`, `consumer`, `sender`,
     /// `receiver`) a live process holds, as the kernel says.
@@ -374,11 +367,16 @@ impl Report {
                 })
                 .unwrap_or_else(|| seg.name().to_string()),
         };
-        let verdict = check(seg, &fields, &name, expected.is_some(), key_check);
-        let (check, validation) = match verdict {
-            Verdict::Valid => (Check::Valid, "valid".to_string()),
-            Verdict::NotYet(why) => (Check::NotReady, why),
-            Verdict::Invalid(e) => (Check::of(&e), e.to_string()),
+        // The opener's own validator, on the same fields: the two cannot disagree.
+        let names = match (expected.is_some(), key_check) {
+            (true, _) => NameCheck::Is(seg.backing()),
+            (false, Some(key)) => NameCheck::HashesTo(key),
+            (false, None) => NameCheck::Any,
+        };
+        let (check, validation) = match validate(&Snapshot::read(seg), &name, None, names) {
+            Ok(_) => (Check::Valid, "valid".to_string()),
+            Err(Invalid::NotYet(why)) => (Check::NotReady, why.to_string()),
+            Err(Invalid::Err(e)) => (Check::of(&e), e.to_string()),
         };
         Report {
             name,
@@ -698,143 +696,6 @@ fn read_endpoints(seg: &Segment, kind: Option<Kind>) -> Vec<EndpointInfo> {
         });
     }
     out
-}
-
-/// The checks `Mapped::validate` makes, in the same order and with the same errors, on
-/// what was read (never reading outside the mapping, never panicking). `by_name`: the
-/// segment was looked up by `name` (for System V, by its key), so the stored name must be
-/// `name`; otherwise (System V by id) the stored name must hash to the segment's key.
-fn check(
-    seg: &Segment,
-    f: &Fields,
-    name: &str,
-    by_name: bool,
-    sysv_key_found: Option<i32>,
-) -> Verdict {
-    let name_s = name.to_string();
-    let len = seg.len() as u64;
-    if len < 8 {
-        return if len == 0 {
-            Verdict::NotYet("empty: its creator has not sized it yet (or crashed doing so)".into())
-        } else {
-            Verdict::Invalid(Error::NotShmlane { name: name_s })
-        };
-    }
-    let magic = seg.load_u64(0).unwrap_or(0);
-    if magic == 0 {
-        return Verdict::NotYet(
-            "no magic yet: its creator has not finished initialising it (or crashed doing so)"
-                .into(),
-        );
-    }
-    if magic != u64::from_ne_bytes(MAGIC) {
-        return Verdict::Invalid(Error::NotShmlane { name: name_s });
-    }
-    if len < HEADER_SIZE as u64 {
-        return Verdict::Invalid(Error::Truncated {
-            name: name_s,
-            len,
-            expected: HEADER_SIZE as u64,
-        });
-    }
-    // From here on the whole header is inside the mapping, so every field was read.
-    let state = f.state.unwrap_or(0);
-    if state != STATE_READY {
-        return Verdict::NotYet(format!(
-            "not ready: state {state}, its creator has not finished initialising it (or crashed doing so)"
-        ));
-    }
-    let version = f.version.unwrap_or(0);
-    if version != VERSION {
-        return Verdict::Invalid(Error::VersionMismatch {
-            name: name_s,
-            found: version,
-            expected: VERSION,
-        });
-    }
-    let hash = f.layout_hash.unwrap_or(0);
-    if hash != layout_hash() {
-        return Verdict::Invalid(Error::LayoutMismatch {
-            name: name_s,
-            found: hash,
-            expected: layout_hash(),
-        });
-    }
-    let kind_raw = f.kind.unwrap_or(0);
-    let Some(kind) = Kind::from_raw(kind_raw) else {
-        return Verdict::Invalid(Error::corrupt(format!("unknown ring kind {kind_raw}")));
-    };
-    let name_len = f.name_len.unwrap_or(0) as usize;
-    if name_len > NAME_CAP {
-        return Verdict::Invalid(Error::corrupt(format!(
-            "stored name length {name_len} > {NAME_CAP}"
-        )));
-    }
-    let stored = f.stored_name.clone().unwrap_or_default();
-    if by_name {
-        if stored != name {
-            return Verdict::Invalid(match seg.backing() {
-                Backing::SysV => Error::KeyCollision {
-                    key: sysv_key(name),
-                    name: name_s,
-                    other: stored,
-                },
-                Backing::Posix => {
-                    Error::corrupt(format!("segment {name} says its name is {stored:?}"))
-                }
-            });
-        }
-    } else if let Some(key) = sysv_key_found {
-        if validate_name(&stored).is_err() || sysv_key(&stored) != key {
-            return Verdict::Invalid(Error::corrupt(format!(
-                "System V segment with key {key:#010x} says its name is {stored:?}, which does not give that key"
-            )));
-        }
-    }
-    let segment_len = f.segment_len.unwrap_or(0);
-    if len < segment_len {
-        return Verdict::Invalid(Error::Truncated {
-            name: name_s,
-            len,
-            expected: segment_len,
-        });
-    }
-    let data_offset = f.data_offset.unwrap_or(0);
-    let capacity = f.capacity.unwrap_or(0);
-    let max_message = u64::from(f.max_message.unwrap_or(0));
-    let slot_size = u64::from(f.slot_size.unwrap_or(0));
-    let slot_count = f.slot_count.unwrap_or(0);
-    if data_offset != HEADER_SIZE as u64 {
-        return Verdict::Invalid(Error::corrupt(format!(
-            "data offset {data_offset} != {HEADER_SIZE}"
-        )));
-    }
-    let fits = (HEADER_SIZE as u64)
-        .checked_add(capacity)
-        .is_some_and(|end| end <= segment_len);
-    if !fits || segment_len > len {
-        return Verdict::Invalid(Error::corrupt(format!(
-            "data area of {capacity} bytes does not fit a segment of {segment_len} bytes"
-        )));
-    }
-    match kind {
-        Kind::Spsc => {
-            if let Err(e) = crate::segment::header::check_spsc_geometry(capacity, max_message) {
-                return Verdict::Invalid(e);
-            }
-        }
-        Kind::Mpmc => {
-            if let Err(e) = crate::segment::header::check_mpmc_geometry(
-                slot_count,
-                slot_size,
-                max_message,
-                capacity,
-            ) {
-                return Verdict::Invalid(e);
-            }
-        }
-    }
-    Verdict::Valid
 }
 
 /// One row of `/proc/sysvipc/shm`.
@@ -1321,7 +1182,7 @@ mod tests {
     fn opener_says(name: &str) -> String {
         match Mapped::validate(Segment::open(name).unwrap(), None) {
             Ok(_) => "valid".into(),
-            Err(Invalid::NotYet) => "not yet".into(),
+            Err(Invalid::NotYet(_)) => "not yet".into(),
             Err(Invalid::Err(e)) => e.to_string(),
         }
     }
@@ -1415,7 +1276,6 @@ mod tests {
             let tx = crate::mpmc::Sender::create(&name, &opts).unwrap();
             drop(tx);
             let m = Mapped::validate(Segment::open(&name).unwrap(), None)
-                .ok()
                 .expect("a fresh MPMC segment validates");
             damage(m.header());
             drop(m);

@@ -10,6 +10,10 @@ use std::mem::{align_of, size_of};
 use crossbeam_utils::CachePadded;
 use memoffset::offset_of;
 
+pub use super::validate::{
+    check_mpmc_geometry, check_spsc_geometry, validate, Geometry, Invalid, NameCheck, NotYet,
+    Snapshot,
+};
 use super::{Held, Segment};
 use crate::error::{Error, Result};
 
@@ -540,84 +544,6 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
-/// The validated shape of a segment, copied out of the header once: after validation
-/// nothing here is read from shared memory again (a peer could change it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Geometry {
-    /// The ring kind.
-    pub kind: Kind,
-    /// Total segment bytes.
-    pub segment_len: usize,
-    /// Data area bytes.
-    pub capacity: usize,
-    /// Largest payload.
-    pub max_message: usize,
-    /// MPMC slot size (0 for SPSC).
-    pub slot_size: usize,
-    /// MPMC slot count (0 for SPSC).
-    pub slot_count: usize,
-    /// Default wait strategy, raw.
-    pub wait: u32,
-}
-
-/// Checks the geometry stored in an SPSC segment: a power-of-two capacity of at least
-/// [`MIN_CAPACITY`](crate::MIN_CAPACITY), and a `max_message` whose record is at most
-/// half of it, as `Options` makes them. The ring relies on the latter: a record that does
-/// not fit before the end of the ring is preceded by padding shorter than itself, so with
-/// `2 * record_size(max_message) <= capacity` padding plus a record always fit in an
-/// empty ring. (Builds before that rule accepted `max_message` up to `capacity / 2`,
-/// whose record is up to 8 bytes more than half the ring; their segments are refused.)
-/// `inspect` runs the same check.
-pub(crate) fn check_spsc_geometry(capacity: u64, max_message: u64) -> Result<()> {
-    if !capacity.is_power_of_two() || capacity < crate::options::MIN_CAPACITY as u64 {
-        return Err(Error::corrupt(format!(
-            "capacity {capacity} is not a power of two >= 64"
-        )));
-    }
-    if max_message > capacity / 2 {
-        return Err(Error::corrupt(format!(
-            "max_message {max_message} > capacity / 2"
-        )));
-    }
-    if max_message > crate::options::MAX_MESSAGE_LIMIT as u64 {
-        return Err(Error::corrupt(format!(
-            "max_message {max_message} is over the limit {}",
-            crate::options::MAX_MESSAGE_LIMIT
-        )));
-    }
-    // No overflow: max_message <= MAX_MESSAGE_LIMIT < 2^31.
-    let record = crate::ring::record_size(max_message as usize) as u64;
-    if 2 * record > capacity {
-        return Err(Error::corrupt(format!(
-            "max_message {max_message} takes a record of {record} bytes, more than half of capacity {capacity} (padding plus a record might not fit the empty ring; this build makes such a ring twice as large: recreate the segment)"
-        )));
-    }
-    Ok(())
-}
-
-/// Checks the geometry stored in an MPMC segment: a power-of-two slot count of at least 2
-/// (with one slot, "published for position p" and "free for position p + 1" would be the
-/// same stamp), slots a multiple of 8 bytes that hold the header plus `max_message`, and
-/// `slot_count * slot_size == capacity`. `inspect` runs the same check.
-pub(crate) fn check_mpmc_geometry(
-    slot_count: u64,
-    slot_size: u64,
-    max_message: u64,
-    capacity: u64,
-) -> Result<()> {
-    let ok = slot_count.is_power_of_two()
-        && slot_count >= 2
-        && slot_size % crate::ring::RECORD_ALIGN as u64 == 0
-        && slot_size >= crate::ring::SLOT_HEADER as u64 + max_message
-        && slot_count.checked_mul(slot_size) == Some(capacity);
-    if !ok {
-        return Err(Error::corrupt(format!(
-            "slot geometry {slot_count} x {slot_size} (max_message {max_message}, capacity {capacity}) is inconsistent"
-        )));
-    }
-    Ok(())
-}
-
 /// A segment that holds a valid, initialised shmlane header.
 #[derive(Debug)]
 pub struct Mapped {
@@ -627,20 +553,6 @@ pub struct Mapped {
     /// headers and payloads loom cannot see (see [`Mapped::track_write`]).
     #[cfg(loom)]
     words: Vec<crate::sync::Bytes>,
-}
-
-/// Why a segment did not validate.
-pub(crate) enum Invalid {
-    /// The creator is not finished (empty file, zero magic, state INIT): try again.
-    NotYet,
-    /// A final answer.
-    Err(Error),
-}
-
-impl From<Error> for Invalid {
-    fn from(e: Error) -> Invalid {
-        Invalid::Err(e)
-    }
 }
 
 impl Mapped {
@@ -713,128 +625,13 @@ impl Mapped {
         want: Option<Kind>,
     ) -> std::result::Result<Mapped, Invalid> {
         let name = seg.name().to_string();
-        let len = seg.len();
-        if len < 8 {
-            return Err(if len == 0 {
-                Invalid::NotYet
-            } else {
-                Error::NotShmlane { name }.into()
-            });
-        }
-        // SAFETY: the mapping is at least 8 bytes and page aligned; AtomicU64 reads of it
-        // are fine whatever the bytes are.
-        let magic = unsafe { &*(seg.as_ptr() as *const AtomicU64) }.load(Ordering::Acquire);
-        if magic == 0 {
-            return Err(Invalid::NotYet);
-        }
-        if magic != u64::from_ne_bytes(MAGIC) {
-            return Err(Error::NotShmlane { name }.into());
-        }
-        if len < HEADER_SIZE {
-            return Err(Error::Truncated {
-                name,
-                len: len as u64,
-                expected: HEADER_SIZE as u64,
-            }
-            .into());
-        }
-        // SAFETY: the mapping holds at least HEADER_SIZE >= size_of::<Header>() bytes, is
-        // page aligned, and every Header field is an atomic or a cell, valid for any bytes.
-        let h = unsafe { &*(seg.as_ptr() as *const Header) };
-        if h.state.load(Ordering::Acquire) != STATE_READY {
-            return Err(Invalid::NotYet);
-        }
-        let version = h.version.load(Ordering::Relaxed);
-        if version != VERSION {
-            return Err(Error::VersionMismatch {
-                name,
-                found: version,
-                expected: VERSION,
-            }
-            .into());
-        }
-        let hash = h.layout_hash.load(Ordering::Relaxed);
-        if hash != layout_hash() {
-            return Err(Error::LayoutMismatch {
-                name,
-                found: hash,
-                expected: layout_hash(),
-            }
-            .into());
-        }
-        let kind_raw = h.kind.load(Ordering::Relaxed);
-        let kind = Kind::from_raw(kind_raw)
-            .ok_or_else(|| Error::corrupt(format!("unknown ring kind {kind_raw}")))?;
-        if let Some(want) = want {
-            if kind != want {
-                return Err(Error::KindMismatch {
-                    name,
-                    found: kind.as_str(),
-                    expected: want.as_str(),
-                }
-                .into());
-            }
-        }
-        let name_len = h.name_len.load(Ordering::Relaxed) as usize;
-        if name_len > NAME_CAP {
-            return Err(
-                Error::corrupt(format!("stored name length {name_len} > {NAME_CAP}")).into(),
-            );
-        }
-        let stored: Vec<u8> = h.name[..name_len]
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .collect();
-        if stored != name.as_bytes() {
-            let other = String::from_utf8_lossy(&stored).into_owned();
-            return Err(match seg.backing() {
-                super::Backing::SysV => Error::KeyCollision {
-                    key: super::sysv_key(&name),
-                    name,
-                    other,
-                },
-                super::Backing::Posix => {
-                    Error::corrupt(format!("segment {name} says its name is {other:?}"))
-                }
-            }
-            .into());
-        }
-        let segment_len = h.segment_len.load(Ordering::Relaxed);
-        if (len as u64) < segment_len {
-            return Err(Error::Truncated {
-                name,
-                len: len as u64,
-                expected: segment_len,
-            }
-            .into());
-        }
-        let data_offset = h.data_offset.load(Ordering::Relaxed);
-        let capacity = h.capacity.load(Ordering::Relaxed);
-        let max_message = u64::from(h.max_message.load(Ordering::Relaxed));
-        let slot_size = u64::from(h.slot_size.load(Ordering::Relaxed));
-        let slot_count = h.slot_count.load(Ordering::Relaxed);
-        let wait = h.wait.load(Ordering::Relaxed);
-        if data_offset != HEADER_SIZE as u64 {
-            return Err(
-                Error::corrupt(format!("data offset {data_offset} != {HEADER_SIZE}")).into(),
-            );
-        }
-        let fits = (HEADER_SIZE as u64)
-            .checked_add(capacity)
-            .is_some_and(|end| end <= segment_len);
-        if !fits || segment_len > len as u64 {
-            return Err(Error::corrupt(format!(
-                "data area of {capacity} bytes does not fit a segment of {segment_len} bytes"
-            ))
-            .into());
-        }
-        match kind {
-            Kind::Spsc => check_spsc_geometry(capacity, max_message)?,
-            Kind::Mpmc => check_mpmc_geometry(slot_count, slot_size, max_message, capacity)?,
-        }
+        let snapshot = Snapshot::read(&seg);
+        let geometry = validate(&snapshot, &name, want, NameCheck::Is(seg.backing()))?;
         if seg.backing() == super::Backing::SysV {
             // Every endpoint needs the liveness semaphore set the header names.
-            let raw = h.sem_id.load(Ordering::Relaxed);
+            let raw = seg
+                .load_u32(offset_of!(Header, sem_id))
+                .expect("validated: the header is mapped");
             let bad = || {
                 Error::corrupt(format!(
                     "System V segment {name} names no liveness semaphore set (sem_id field {raw})"
@@ -858,15 +655,6 @@ impl Mapped {
                 Err(e) => return Err(Error::io("semctl(IPC_STAT)", e).into()),
             }
         }
-        let geometry = Geometry {
-            kind,
-            segment_len: segment_len as usize,
-            capacity: capacity as usize,
-            max_message: max_message as usize,
-            slot_size: slot_size as usize,
-            slot_count: slot_count as usize,
-            wait,
-        };
         Ok(Mapped {
             seg,
             geometry,

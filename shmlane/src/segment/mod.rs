@@ -8,6 +8,7 @@ pub mod header;
 pub(crate) mod liveness;
 mod posix;
 mod sysv;
+pub mod validate;
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64 as StdAtomicU64, Ordering as StdOrdering};
