@@ -397,6 +397,183 @@ pub fn throughput(
     with_backend!(backend, T => throughput_with::<T>(setup, size, messages))
 }
 
+/// One fan-out measurement: every one of `subscribers` peer processes received and
+/// verified all `messages` messages within `elapsed` (timed from the first send until the
+/// last peer said done), so each subscriber's rate is `messages / elapsed`.
+#[derive(Debug, Clone)]
+pub struct FanOut {
+    /// Messages each subscriber received.
+    pub messages: u64,
+    /// Bytes per message.
+    pub size: usize,
+    /// Subscriber processes.
+    pub subscribers: usize,
+    /// Until the last subscriber had everything.
+    pub elapsed: Duration,
+}
+
+impl FanOut {
+    /// Messages per second each subscriber received.
+    pub fn per_subscriber_msgs_per_sec(&self) -> f64 {
+        self.messages as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The same as a [`Throughput`] (per subscriber), for tables that take one.
+    pub fn as_throughput(&self) -> Throughput {
+        Throughput {
+            messages: self.messages,
+            size: self.size,
+            elapsed: self.elapsed,
+            wait_syscalls: 0,
+        }
+    }
+}
+
+/// How a fan-out benchmark carries each message to its subscribers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FanOutKind {
+    /// One `shmlane::broadcast` ring (Block mode) read by every subscriber.
+    Broadcast,
+    /// The natural baseline: the publisher writes each message to one pipe per
+    /// subscriber.
+    Pipes,
+}
+
+/// Streams `messages` messages of `size` bytes from this process to `subscribers` peer
+/// processes, each of which receives and checksums all of them.
+pub fn fanout_throughput(
+    kind: FanOutKind,
+    setup: &Setup,
+    size: usize,
+    messages: u64,
+    subscribers: usize,
+) -> Result<FanOut> {
+    let mut payload = Payload::new(size);
+    let mut expected = 0u64;
+    for seq in 0..messages {
+        expected = fold(expected, checksum(payload.stamp(seq)));
+    }
+    let base = unique_name("fan");
+    let mut peers = Vec::new();
+    let elapsed = match kind {
+        FanOutKind::Broadcast => {
+            let opts = shmlane::Options::new()
+                .capacity(setup.config.capacity)
+                .max_message(setup.config.max_message)
+                .max_subscribers(subscribers.max(1))
+                .wait(setup.config.wait)
+                .evict_after(Duration::from_secs(30));
+            let mut p = shmlane::broadcast::Publisher::create(&base, &opts)?;
+            for _ in 0..subscribers {
+                peers.push(Peer::spawn(
+                    setup,
+                    &[
+                        ("mode", "bc-rx".into()),
+                        ("backend", "shm-spsc".into()),
+                        ("name", base.clone()),
+                        ("size", size.to_string()),
+                        ("messages", messages.to_string()),
+                    ],
+                )?);
+            }
+            for peer in &mut peers {
+                peer.expect("ready")?;
+            }
+            let start = Instant::now();
+            for seq in 0..messages {
+                p.send(payload.stamp(seq))?;
+            }
+            let mut results = Vec::new();
+            for peer in &mut peers {
+                results.push(peer.expect("done")?);
+            }
+            let elapsed = start.elapsed();
+            drop(p);
+            check_done(&results, expected, "shm-broadcast")?;
+            elapsed
+        }
+        FanOutKind::Pipes => {
+            use crate::backend::Pipe;
+            let mut txs = Vec::new();
+            for i in 0..subscribers {
+                let name = format!("{base}-{i}");
+                peers.push(Peer::spawn(
+                    setup,
+                    &[
+                        ("mode", "rx".into()),
+                        ("backend", "pipe".into()),
+                        ("name", name.clone()),
+                        ("size", size.to_string()),
+                        ("messages", messages.to_string()),
+                    ],
+                )?);
+                txs.push(Pipe::create_tx(&name, &setup.config)?);
+            }
+            for peer in &mut peers {
+                peer.expect("ready")?;
+            }
+            let start = Instant::now();
+            for seq in 0..messages {
+                let m = payload.stamp(seq);
+                for tx in &mut txs {
+                    tx.send(m)?;
+                }
+            }
+            let mut results = Vec::new();
+            for peer in &mut peers {
+                results.push(peer.expect("done")?);
+            }
+            let elapsed = start.elapsed();
+            drop(txs);
+            check_done(&results, expected, "pipe fan-out")?;
+            elapsed
+        }
+    };
+    for peer in peers {
+        peer.finish()?;
+    }
+    Ok(FanOut {
+        messages,
+        size,
+        subscribers,
+        elapsed,
+    })
+}
+
+fn check_done(results: &[String], expected: u64, what: &str) -> Result<()> {
+    for done in results {
+        let got = done
+            .split_whitespace()
+            .next()
+            .and_then(|w| w.parse::<u64>().ok());
+        if got != Some(expected) {
+            return Err(Error::corrupt(format!(
+                "{what}: a subscriber's result {done:?} differs from the sender's checksum {expected:#x}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn peer_bc_rx(name: &str, size: usize, messages: u64) -> Result<()> {
+    use shmlane::broadcast::{StartAt, Subscriber};
+    let mut rx = open_retry(|| Subscriber::open(name, StartAt::Oldest))?;
+    say("ready");
+    let mut total = 0u64;
+    for seq in 0..messages {
+        let m = rx.recv()?;
+        if m.len() != size {
+            return Err(Error::corrupt(format!(
+                "message {seq} has {} bytes, expected {size}",
+                m.len()
+            )));
+        }
+        total = fold(total, checksum(&m));
+    }
+    say(&format!("done {total} 0"));
+    Ok(())
+}
+
 /// Ping-pongs `samples` messages of `size` bytes with a peer process that echoes them,
 /// and returns the one-way latencies (round trip / 2).
 pub fn latency(backend: BackendKind, setup: &Setup, size: usize, samples: u64) -> Result<Latency> {
@@ -591,6 +768,7 @@ pub fn peer_main(args: &[String]) -> Result<()> {
         "echo" => {
             with_backend!(backend, T => peer_echo::<T>(&cfg, get("name")?, get("name2")?, messages))
         }
+        "bc-rx" => peer_bc_rx(get("name")?, size, messages),
         "floor-rx" => peer_floor(cfg.capacity, get("name")?, size, messages, false),
         "floor-pong" => peer_floor(cfg.capacity, get("name")?, size, messages, true),
         m => Err(Error::InvalidOptions {

@@ -119,6 +119,12 @@ struct BenchArgs {
     /// README for what that buys when streaming.
     #[arg(long, default_value_t = shmlane_bench::runner::BENCH_CAPACITY)]
     capacity: usize,
+    /// Fan-out rows: subscriber processes of the `shm-broadcast` ring (one broadcast
+    /// ring, Block mode), beside the baseline `pipe-fanout` (the publisher writes each
+    /// message to one pipe per subscriber); msgs/s is per subscriber. A 1-subscriber
+    /// `shm-broadcast` row is added to compare with shm-spsc. 0 skips the fan-out rows.
+    #[arg(long, default_value_t = 2)]
+    subscribers: usize,
 }
 
 #[derive(Parser)]
@@ -357,6 +363,37 @@ fn run_bench(a: BenchArgs) -> Result<(), String> {
             rows.push(row);
             pb.inc(1);
         }
+        if a.subscribers > 0 {
+            let mut counts = vec![a.subscribers];
+            if a.subscribers != 1 {
+                counts.insert(0, 1);
+            }
+            let mut runs = Vec::new();
+            for &n in &counts {
+                runs.push((bench::FanOutKind::Broadcast, n));
+            }
+            runs.push((bench::FanOutKind::Pipes, a.subscribers));
+            for (kind, n) in runs {
+                let label: &'static str = Box::leak(
+                    match kind {
+                        bench::FanOutKind::Broadcast => format!("shm-broadcast/{n}"),
+                        bench::FanOutKind::Pipes => format!("pipe-fanout/{n}"),
+                    }
+                    .into_boxed_str(),
+                );
+                pb.set_message(format!("{label} {size} B"));
+                let best = best_of(a.runs, || {
+                    bench::fanout_throughput(kind, &setup, size, messages, n)
+                        .map(|f| f.as_throughput())
+                })
+                .map_err(|e| format!("{label} {size} B: {e}"))?;
+                let mut row = Row::new(label, size, messages);
+                row.msgs_per_sec = best.msgs_per_sec();
+                row.bytes_per_sec = best.bytes_per_sec();
+                row.pct_of_floor = Some(100.0 * best.bytes_per_sec() / floor.bytes_per_sec());
+                rows.push(row);
+            }
+        }
     }
     pb.finish_and_clear();
     for i in 0..rows.len() {
@@ -372,8 +409,40 @@ fn run_bench(a: BenchArgs) -> Result<(), String> {
         print_json(&rows, &a, setup.config.capacity);
     } else {
         print_table(&rows, &a, setup.config.capacity);
+        print_fanout_summary(&rows, a.subscribers);
     }
     Ok(())
+}
+
+/// The fan-out ratios of each size: shm-broadcast per subscriber against shm-spsc (one
+/// consumer) and against the N-pipe fan-out, all from this run.
+fn print_fanout_summary(rows: &[Row], n: usize) {
+    if n == 0 {
+        return;
+    }
+    let rate = |name: &str, size: usize| {
+        rows.iter()
+            .find(|r| r.backend == name && r.size == size && r.note.is_none())
+            .map(|r| r.msgs_per_sec)
+    };
+    let mut sizes: Vec<usize> = rows.iter().map(|r| r.size).collect();
+    sizes.dedup();
+    for size in sizes {
+        let spsc = rate("shm-spsc", size);
+        let one = rate("shm-broadcast/1", size);
+        let many = rate(&format!("shm-broadcast/{n}"), size);
+        let pipes = rate(&format!("pipe-fanout/{n}"), size);
+        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+            _ => "-".into(),
+        };
+        println!(
+            "fan-out {size} B: shm-broadcast/1 = {} shm-spsc; shm-broadcast/{n} each = {} shm-spsc, {} pipe-fanout/{n}",
+            ratio(one, spsc),
+            ratio(many, spsc),
+            ratio(many, pipes),
+        );
+    }
 }
 
 fn human(x: f64) -> String {

@@ -951,7 +951,16 @@ impl Subscriber {
                 light_wakers: &h.light_wakers,
                 drain_when_gone: true,
             },
-            || map(ring.try_read(buf)),
+            // The publisher's closed flag is part of the condition (one load), so a close
+            // between our look and our sleep is seen before sleeping (the wake_all of its
+            // drop may come before we count as a waiter).
+            || match map(ring.try_read(buf)) {
+                Some(r) => Some(r),
+                None if channel::peer_closed(shared, PUBLISHER) => {
+                    Some(map(ring.try_read(buf)).unwrap_or(Err(Error::Disconnected)))
+                }
+                None => None,
+            },
             || gone(peer),
         )
     }

@@ -263,7 +263,8 @@ impl Options {
                 ),
             });
         }
-        if self.evict_after < std::time::Duration::from_millis(1) {
+        // (Under loom, 0 is allowed: models have no clock, so they evict at the first look.)
+        if self.evict_after < std::time::Duration::from_millis(1) && !cfg!(loom) {
             return Err(Error::InvalidOptions {
                 reason: format!("evict_after {:?} is under 1 ms", self.evict_after),
             });
@@ -276,7 +277,10 @@ impl Options {
                 ),
             });
         }
-        let mut capacity = self.capacity.next_power_of_two().max(256);
+        let mut capacity = self
+            .capacity
+            .next_power_of_two()
+            .max(crate::ring::broadcast::BC_MIN_CAPACITY);
         let fits = |cap: usize, max: usize| 2 * bc_record_size(max) + BC_HEADER <= cap;
         let max_message = match self.max_message {
             Some(m) => m,

@@ -10,7 +10,7 @@
 #![cfg(loom)]
 
 use loom::thread;
-use shmlane::{mpmc, spsc, Error, TryRecvError, TrySendError, Wait};
+use shmlane::{broadcast, mpmc, spsc, Error, TryRecvError, TrySendError, Wait};
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut b = loom::model::Builder::new();
@@ -331,4 +331,150 @@ fn mpmc_blocking_with_spurious_timeouts() {
         t.join().unwrap();
     });
     shmlane::format::SPURIOUS_TIMEOUTS.with(|c| c.set(0));
+}
+
+// ------------------------------------------------------------------ broadcast (issue #13)
+
+/// What a subscriber has accounted for of the model stream (message `i` is `[i; 8]` with
+/// tag `i`): read, or reported missed by `Lapped`.
+#[derive(Debug, Default)]
+struct BcSeen {
+    next: u64,
+    evicted: bool,
+    done: bool,
+}
+
+impl BcSeen {
+    /// One non-blocking look. Every message read must be intact and in order: loom's
+    /// relaxed payload words make a copy that was not validated (or was validated against
+    /// a weakened ordering) show up as a wrong byte here.
+    fn poll(&mut self, s: &mut broadcast::Subscriber) {
+        if self.done {
+            return;
+        }
+        match s.try_recv() {
+            Ok(m) => {
+                assert_eq!(m.position(), self.next, "message out of order");
+                assert_eq!(m.tag() as u64, self.next, "tag of message {}", self.next);
+                assert_eq!(&m[..], &[self.next as u8; 8], "message {} torn", self.next);
+                self.next += 1;
+            }
+            Err(Error::Lapped { missed }) => {
+                assert!(missed > 0);
+                self.next += missed;
+            }
+            Err(Error::Evicted) => {
+                self.evicted = true;
+                self.done = true;
+            }
+            Err(Error::Disconnected) => self.done = true,
+            Err(Error::Empty) => {}
+            Err(e) => panic!("try_recv: {e}"),
+        }
+    }
+}
+
+fn bc_publish(p: &mut broadcast::Publisher, total: u64) {
+    for i in 0..total {
+        if i % 2 == 0 {
+            p.send_tagged(i as u32, &[i as u8; 8]).unwrap();
+        } else {
+            let mut g = p.reserve(8).unwrap();
+            g.copy_from_slice(&[i as u8; 8]);
+            g.set_tag(i as u32);
+            g.commit();
+        }
+    }
+}
+
+/// Polls both subscribers until both are done (Disconnected or Evicted).
+fn bc_poll_both(a: &mut broadcast::Subscriber, b: &mut broadcast::Subscriber) -> (BcSeen, BcSeen) {
+    let (mut sa, mut sb) = (BcSeen::default(), BcSeen::default());
+    while !(sa.done && sb.done) {
+        sa.poll(a);
+        sb.poll(b);
+        thread::yield_now();
+    }
+    (sa, sb)
+}
+
+fn bc_trio(
+    overflow: broadcast::Overflow,
+    evict_ms: u64,
+    wait: Wait,
+) -> (
+    broadcast::Publisher,
+    broadcast::Subscriber,
+    broadcast::Subscriber,
+) {
+    // 128-byte ring, 8-byte messages: 32-byte records, three fit beside the 16-byte stub,
+    // so the fourth overwrites the first.
+    broadcast::model_trio(
+        128,
+        8,
+        overflow,
+        std::time::Duration::from_millis(evict_ms),
+        wait,
+    )
+}
+
+/// Lap mode: a publisher laps a 128-byte ring while two subscribers read: everything
+/// read is intact and in order, laps count exactly what was skipped (both account for all
+/// four messages), then Disconnected.
+#[test]
+fn broadcast_lap_two_subscribers() {
+    model(|| {
+        let (mut p, mut a, mut b) = bc_trio(broadcast::Overflow::Lap, 1000, Wait::Spin);
+        let t = thread::spawn(move || bc_publish(&mut p, 4));
+        let (sa, sb) = bc_poll_both(&mut a, &mut b);
+        assert_eq!((sa.next, sa.evicted), (4, false));
+        assert_eq!((sb.next, sb.evicted), (4, false));
+        t.join().unwrap();
+    });
+}
+
+/// Block mode: the publisher (blocking) waits for the slower of two subscribers that
+/// poll; it must be woken by their cursor moves (a lost wake-up is a loom deadlock), and
+/// both read all four messages, then Disconnected.
+#[test]
+fn broadcast_block_two_subscribers() {
+    model(|| {
+        let (mut p, mut a, mut b) = bc_trio(broadcast::Overflow::Block, 3_600_000, Wait::Block);
+        let t = thread::spawn(move || bc_publish(&mut p, 4));
+        let (sa, sb) = bc_poll_both(&mut a, &mut b);
+        assert_eq!((sa.next, sa.evicted), (4, false));
+        assert_eq!((sb.next, sb.evicted), (4, false));
+        t.join().unwrap();
+    });
+}
+
+/// A blocking subscriber is woken by each publish and by the publisher's close.
+#[test]
+fn broadcast_blocking_subscriber_wakes() {
+    model(|| {
+        let (mut p, mut a, _b) = bc_trio(broadcast::Overflow::Block, 3_600_000, Wait::Block);
+        let t = thread::spawn(move || bc_publish(&mut p, 2));
+        for i in 0..2u64 {
+            let m = a.recv().unwrap();
+            assert_eq!((m.position(), &m[..]), (i, &[i as u8; 8][..]));
+        }
+        assert!(matches!(a.recv(), Err(Error::Disconnected)));
+        t.join().unwrap();
+    });
+}
+
+/// Block mode with eviction at the first look (`evict_after` 0, loom only: models have
+/// no clock): the publisher evicts subscribers that hold it back and overwrites what they
+/// had not read while they read it. Whatever either reads before `Evicted` is intact and
+/// in order.
+#[test]
+fn broadcast_evict_while_reading() {
+    model(|| {
+        let (mut p, mut a, mut b) = bc_trio(broadcast::Overflow::Block, 0, Wait::Spin);
+        let t = thread::spawn(move || bc_publish(&mut p, 4));
+        let (sa, sb) = bc_poll_both(&mut a, &mut b);
+        assert!(sa.evicted || sa.next == 4);
+        assert!(sb.evicted || sb.next == 4);
+        t.join().unwrap();
+    });
 }

@@ -88,6 +88,12 @@ pub(crate) use super::spsc::{Corrupt, PAD_FLAG};
 pub const BC_HEADER: usize = 16;
 /// Broadcast records start on multiples of this.
 pub const BC_ALIGN: usize = 16;
+/// Smallest broadcast ring.
+#[cfg(not(loom))]
+pub const BC_MIN_CAPACITY: usize = 256;
+/// Smallest broadcast ring (small models under loom).
+#[cfg(loom)]
+pub const BC_MIN_CAPACITY: usize = 64;
 /// Bytes of the control block plus the config block before the cursor table.
 pub const CONTROL_SIZE: usize = 256;
 /// Bytes of one cursor slot.
@@ -178,9 +184,9 @@ pub(crate) fn check_geometry(
     segment_len: u64,
 ) -> Result<(), Corrupt> {
     let max_subs = crate::segment::header::MAX_ENDPOINTS as u64 - 1;
-    if !capacity.is_power_of_two() || capacity < 256 {
+    if !capacity.is_power_of_two() || capacity < BC_MIN_CAPACITY as u64 {
         return Err(Corrupt(format!(
-            "broadcast capacity {capacity} is not a power of two >= 256"
+            "broadcast capacity {capacity} is not a power of two >= {BC_MIN_CAPACITY}"
         )));
     }
     if max_message > crate::options::MAX_MESSAGE_LIMIT as u64
@@ -212,6 +218,9 @@ pub(crate) struct Areas<'a> {
     pub cursors: &'a [CursorSlot],
     pub ring: *mut u8,
     pub cap: u64,
+    /// Under loom: the ring's bytes as relaxed atomic words (see [`model_areas`]).
+    #[cfg(loom)]
+    pub words: &'a [AtomicU64],
 }
 
 /// The areas of `m`, a validated (or freshly made) broadcast segment.
@@ -247,14 +256,19 @@ pub(crate) fn areas(m: &Mapped) -> Areas<'_> {
             cursors: &s.2[..n],
             ring,
             cap: g.capacity as u64,
+            words: &s.3,
         }
     }
 }
 
 /// Under loom: the broadcast control areas as loom objects (loom's atomics cannot live
-/// in zeroed memory).
+/// in zeroed memory), and the ring's bytes as one relaxed `AtomicU64` per 8 bytes. Every
+/// shared read and write of a record header or payload goes through those words, so loom
+/// explores stale and torn reads of the payload too: a subscriber that hands out a copy
+/// its validation should have refused fails the model's byte checks. (The publisher's
+/// `WriteGrant` writes a private staging area, copied into the words at commit.)
 #[cfg(loom)]
-pub(crate) fn model_areas(n: usize) -> (Control, Config, Vec<CursorSlot>) {
+pub(crate) fn model_areas(n: usize, cap: usize) -> crate::segment::header::BroadcastModel {
     let z = || AtomicU64::new(0);
     (
         Control {
@@ -277,6 +291,7 @@ pub(crate) fn model_areas(n: usize) -> (Control, Config, Vec<CursorSlot>) {
                 name: std::array::from_fn(|_| AtomicU8::new(0)),
             })
             .collect(),
+        (0..cap / 8).map(|_| AtomicU64::new(0)).collect(),
     )
 }
 
@@ -301,6 +316,75 @@ pub(crate) struct RawHeader {
     pub seq: u64,
 }
 
+#[cfg(loom)]
+impl Areas<'_> {
+    fn read_header(&self, off: u64) -> RawHeader {
+        let w0 = self.words[off as usize / 8].load(Ordering::Relaxed);
+        let seq = self.words[off as usize / 8 + 1].load(Ordering::Relaxed);
+        RawHeader {
+            len: w0 as u32,
+            tag: (w0 >> 32) as u32,
+            seq,
+        }
+    }
+
+    fn write_header(&self, off: u64, h: RawHeader) {
+        self.words[off as usize / 8 + 1].store(h.seq, Ordering::Relaxed);
+        self.words[off as usize / 8]
+            .store(u64::from(h.len) | u64::from(h.tag) << 32, Ordering::Relaxed);
+    }
+
+    fn write_stub(&self, off: u64, seq: u64) {
+        self.words[off as usize / 8 + 1].store(seq, Ordering::Relaxed);
+    }
+
+    fn copy_payload(&self, off: u64, dst: &mut [u8]) {
+        let first = (off as usize + BC_HEADER) / 8;
+        for (i, chunk) in dst.chunks_mut(8).enumerate() {
+            let w = self.words[first + i].load(Ordering::Relaxed).to_le_bytes();
+            chunk.copy_from_slice(&w[..chunk.len()]);
+        }
+    }
+
+    /// Copies the publisher's staged payload into the words.
+    fn publish_payload(&self, off: u64, len: usize) {
+        let first = (off as usize + BC_HEADER) / 8;
+        // SAFETY: the staging area is the ring's own memory, written only by the
+        // publisher (this thread); off + record_size(len) <= cap.
+        let src =
+            unsafe { std::slice::from_raw_parts(self.ring.add(off as usize + BC_HEADER), len) };
+        for (i, chunk) in src.chunks(8).enumerate() {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            self.words[first + i].store(u64::from_le_bytes(w), Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(not(loom))]
+impl Areas<'_> {
+    /// Nothing to do outside loom: the payload is in the ring already.
+    #[inline(always)]
+    fn publish_payload(&self, _off: u64, _len: usize) {}
+}
+
+impl Areas<'_> {
+    /// Whether bytes at `pos` are still intact after a copy (module docs, (2)).
+    #[inline]
+    fn intact(&self, pos: u64) -> bool {
+        fence(Ordering::Acquire);
+        self.control.frontier.load(Ordering::Relaxed) <= pos
+    }
+
+    /// The message number at `pos` (a record start or `write_pos`), if the header there is
+    /// still intact.
+    fn seq_at(&self, pos: u64) -> Option<u64> {
+        let h = self.read_header(pos & (self.cap - 1));
+        self.intact(pos).then_some(h.seq)
+    }
+}
+
+#[cfg(not(loom))]
 impl Areas<'_> {
     /// Reads the record header at index `off`, volatile.
     #[inline]
@@ -359,20 +443,6 @@ impl Areas<'_> {
                 dst.len(),
             )
         }
-    }
-
-    /// Whether bytes at `pos` are still intact after a copy (module docs, (2)).
-    #[inline]
-    fn intact(&self, pos: u64) -> bool {
-        fence(Ordering::Acquire);
-        self.control.frontier.load(Ordering::Relaxed) <= pos
-    }
-
-    /// The message number at `pos` (a record start or `write_pos`), if the header there is
-    /// still intact.
-    fn seq_at(&self, pos: u64) -> Option<u64> {
-        let h = self.read_header(pos & (self.cap - 1));
-        self.intact(pos).then_some(h.seq)
     }
 }
 
@@ -627,6 +697,7 @@ impl PubRing {
     pub(crate) fn commit(&mut self, spot: &Spot, len: usize, tag: u32) {
         let a = areas(&self.mapped);
         let rec = bc_record_size(len) as u64;
+        a.publish_payload(spot.pos & self.mask, len);
         a.write_header(
             spot.pos & self.mask,
             RawHeader {

@@ -567,6 +567,7 @@ pub(crate) type BroadcastModel = (
     crate::ring::broadcast::Control,
     crate::ring::broadcast::Config,
     Vec<crate::ring::broadcast::CursorSlot>,
+    Vec<crate::sync::AtomicU64>,
 );
 
 #[cfg(loom)]
@@ -595,8 +596,12 @@ impl Mapped {
                 .map(|_| crate::sync::Bytes::new())
                 .collect(),
             #[cfg(loom)]
-            bcast: (geometry.kind == Kind::Broadcast)
-                .then(|| Box::new(crate::ring::broadcast::model_areas(geometry.slot_count))),
+            bcast: (geometry.kind == Kind::Broadcast).then(|| {
+                Box::new(crate::ring::broadcast::model_areas(
+                    geometry.slot_count,
+                    geometry.capacity,
+                ))
+            }),
         };
         let h = mapped.header();
         let g = &mapped.geometry;

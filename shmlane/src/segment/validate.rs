@@ -362,9 +362,7 @@ impl Geometry {
     /// table before it.
     pub fn data_len(&self) -> usize {
         match self.kind {
-            Kind::Broadcast => {
-                self.capacity + crate::ring::broadcast::ring_offset(self.slot_count)
-            }
+            Kind::Broadcast => self.capacity + crate::ring::broadcast::ring_offset(self.slot_count),
             Kind::Spsc | Kind::Mpmc => self.capacity,
         }
     }
