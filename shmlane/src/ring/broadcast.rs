@@ -73,6 +73,17 @@
 //!    subscriber's copy is validated by (2) whatever its state says, so an evicted
 //!    subscriber never hands out torn bytes either.
 //!
+//! 7. **Block mode's trusted reads.** In Block mode the publisher never overwrites what
+//!    an `ACTIVE` cursor has not read without first CASing that slot away from `ACTIVE`
+//!    (to `EVICTED`, or to `LAPPED` when a scan finds the cursor below `frontier`, e.g. a
+//!    joiner it noticed only after storing `frontier`), and it issues `fence(Release)`
+//!    between that CAS and the overwrite. So a subscriber that joined with
+//!    `frontier <= pos` (5) validates a copy with `fence(Acquire)` and a load of its *own*
+//!    slot's state (a line nobody else writes while it reads) instead of `frontier` (the
+//!    publisher's hot line): if the copy saw an overwritten byte, the state load sees the
+//!    CAS. A state other than `ACTIVE` falls back to the `frontier` check. Lap mode always
+//!    checks `frontier`.
+//!
 //! Every value read from the segment is checked before use (positions aligned and
 //! ordered, lengths within `max_message` and the ring, cursors within the published
 //! range); a bad one is `Corrupt`.
@@ -110,6 +121,10 @@ pub const C_ACTIVE: u32 = 1;
 pub const C_DETACHED: u32 = 2;
 /// Cursor slot state: cut loose by the publisher (did not move for `evict_after`).
 pub const C_EVICTED: u32 = 3;
+/// Cursor slot state: an `ACTIVE` cursor the publisher found below `frontier` (it will
+/// overwrite what the cursor points at); the subscriber validates its copies against
+/// `frontier` again and rejoins at the tail.
+pub const C_LAPPED: u32 = 4;
 
 /// `Config::overflow`: the publisher waits for the slowest live subscriber.
 pub const OVERFLOW_BLOCK: u32 = 1;
@@ -601,7 +616,7 @@ impl PubRing {
         debug_assert!(len <= self.max_message);
         let (spot, lo) = self.plan(len);
         if self.block && lo > self.frontier && lo > self.slowest {
-            self.slowest = self.scan(Instant::now(), lo)?;
+            self.slowest = self.scan(lo)?;
             if lo > self.slowest {
                 return Ok(None);
             }
@@ -666,7 +681,9 @@ impl PubRing {
                 self.epoch = epoch;
                 // A subscriber joined: honour its cursor from the next record on. (This
                 // record only overwrites below `lo`, which the joiner sees, (5).)
-                self.slowest = self.scan(Instant::now(), lo)?;
+                self.slowest = self.scan(lo)?;
+                // (7): a joiner found below `lo` was marked LAPPED before we overwrite.
+                fence(Ordering::Release);
             }
         }
         Ok(())
@@ -720,10 +737,12 @@ impl PubRing {
     /// cursor, not below `frontier`. A holding cursor below `lo` blocks the write; one
     /// that has blocked it without moving for `evict_after` is marked `EVICTED` here and
     /// no longer holds.
-    pub(crate) fn scan(&mut self, now: Instant, lo: u64) -> Result<u64, Corrupt> {
+    pub(crate) fn scan(&mut self, lo: u64) -> Result<u64, Corrupt> {
         let a = areas(&self.mapped);
         let m = &*self.mapped;
-        let ask_kernel = self.liveness.due();
+        // Asked only when a cursor blocks: the clock and the kernel cost a system call.
+        let mut now: Option<Instant> = None;
+        let mut ask_kernel: Option<bool> = None;
         let mut slowest = u64::MAX;
         for (k, slot) in a.cursors.iter().enumerate() {
             let w = &mut self.watch[k];
@@ -741,7 +760,23 @@ impl PubRing {
                 )));
             }
             if c < self.frontier {
-                // Already lapped: it starts again from the tail; nothing to wait for.
+                // Already lapped: it starts again from the tail; nothing to wait for. An
+                // active one is told (7) before anything it points at is overwritten.
+                if state == C_ACTIVE {
+                    let _ = slot.state.compare_exchange(
+                        C_ACTIVE,
+                        C_LAPPED,
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    );
+                }
+                *w = Watch::default();
+                continue;
+            }
+            if c >= lo {
+                // Not in the way of this write.
+                w.since = None;
+                slowest = slowest.min(c);
                 continue;
             }
             let word = m.entry_word(k + 1);
@@ -754,7 +789,7 @@ impl PubRing {
                 };
             }
             if state == C_ACTIVE {
-                if ask_kernel {
+                if *ask_kernel.get_or_insert_with(|| self.liveness.due()) {
                     w.dead = matches!(
                         m.entry_state(k + 1),
                         crate::segment::header::PeerState::Dead(_)
@@ -765,22 +800,18 @@ impl PubRing {
                     continue;
                 }
             }
-            if c < lo {
-                // It blocks this write: the clock runs from the first time it did.
-                let since = *w.since.get_or_insert(now);
-                if now.saturating_duration_since(since) >= self.evict_after
-                    && slot
-                        .state
-                        .compare_exchange(state, C_EVICTED, Ordering::AcqRel, Ordering::Relaxed)
-                        .is_ok()
-                {
-                    // (6): its bytes are overwritten only after this, behind the release
-                    // fence of overwrite_below.
-                    *w = Watch::default();
-                    continue;
-                }
-            } else {
-                w.since = None;
+            // It blocks this write: the clock runs from the first time it did.
+            let now = *now.get_or_insert_with(Instant::now);
+            let since = *w.since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= self.evict_after
+                && slot
+                    .state
+                    .compare_exchange(state, C_EVICTED, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            {
+                // (6): its bytes are overwritten only after this, behind a release fence.
+                *w = Watch::default();
+                continue;
             }
             slowest = slowest.min(c);
         }
@@ -841,6 +872,9 @@ pub(crate) struct SubRing {
     seq: u64,
     /// `write_pos` as last loaded (checked).
     cached_write: u64,
+    /// Block mode, joined with `frontier <= pos`: copies are validated by our own slot's
+    /// state (module docs, (7)).
+    trusted: bool,
 }
 
 // SAFETY: as for PubRing.
@@ -887,6 +921,7 @@ impl SubRing {
             pos: 0,
             seq: 0,
             cached_write: 0,
+            trusted: false,
             mapped,
         };
         s.join(start)?;
@@ -919,16 +954,11 @@ impl SubRing {
                 (None, None) => continue,
             };
             let slot = &a.cursors[self.slot];
-            slot.seq.store(seq, Ordering::Relaxed);
-            slot.pos.store(pos, Ordering::Release);
-            slot.state.store(C_ACTIVE, Ordering::Release);
-            a.control.attach_epoch.fetch_add(1, Ordering::SeqCst);
-            crate::wait::sleeper_fence(&self.mapped.header().light_wakers);
-            let frontier = a.control.frontier.load(Ordering::SeqCst);
-            self.pos = pos;
-            self.seq = seq;
-            self.cached_write = pos;
-            if frontier <= pos || matches!(start, Start::Resume(..)) {
+            slot.state.store(C_FREE, Ordering::Release);
+            let Ok(clear) = self.announce(pos, seq) else {
+                unreachable!("a slot we own and just freed is not evicted")
+            };
+            if clear || matches!(start, Start::Resume(..)) {
                 // (A resumed cursor the ring no longer holds reports its lap on the
                 // first read.)
                 return Ok(());
@@ -939,6 +969,49 @@ impl SubRing {
             "could not join the broadcast ring: the publisher laps it faster than a subscriber can start"
                 .into(),
         ))
+    }
+
+    /// Puts the cursor at `pos` (message `seq`), makes it `ACTIVE` and tells a Block
+    /// publisher (module docs, (5)). `Ok(true)`: the publisher had not moved past `pos`,
+    /// so from now on it honours the cursor (reads are trusted, (7)); `Ok(false)`: it had
+    /// (choose again). `Err(())`: the publisher evicted us meanwhile.
+    fn announce(&mut self, pos: u64, seq: u64) -> Result<bool, ()> {
+        let a = areas(&self.mapped);
+        let slot = &a.cursors[self.slot];
+        slot.seq.store(seq, Ordering::Relaxed);
+        slot.pos.store(pos, Ordering::Release);
+        let mut cur = slot.state.load(Ordering::Acquire);
+        loop {
+            if cur == C_EVICTED {
+                return Err(());
+            }
+            match slot
+                .state
+                .compare_exchange(cur, C_ACTIVE, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(now) => cur = now,
+            }
+        }
+        a.control.attach_epoch.fetch_add(1, Ordering::SeqCst);
+        crate::wait::sleeper_fence(&self.mapped.header().light_wakers);
+        let frontier = a.control.frontier.load(Ordering::SeqCst);
+        self.pos = pos;
+        self.seq = seq;
+        self.cached_write = pos;
+        let clear = frontier <= pos;
+        self.trusted = self.block && clear;
+        Ok(clear)
+    }
+
+    /// Whether a copy of the bytes at `pos` is intact (module docs, (2) and (7)).
+    #[inline]
+    fn valid(&self, a: &Areas<'_>, pos: u64) -> bool {
+        fence(Ordering::Acquire);
+        if self.trusted && a.cursors[self.slot].state.load(Ordering::Relaxed) == C_ACTIVE {
+            return true;
+        }
+        a.control.frontier.load(Ordering::Relaxed) <= pos
     }
 
     pub(crate) fn slot(&self) -> usize {
@@ -1023,7 +1096,7 @@ impl SubRing {
             if h.len == PAD_FLAG {
                 let pad = self.cap - off;
                 let ok = pad <= avail && h.seq == self.seq;
-                if !a.intact(pos) {
+                if !self.valid(&a, pos) {
                     match self.lapped() {
                         ReadErr::Lapped(0) => continue,
                         e => return Err(e),
@@ -1043,7 +1116,7 @@ impl SubRing {
             let rec = bc_record_size(len.min(self.max_message)) as u64;
             let fits = len <= self.max_message && rec <= avail && off + rec <= self.cap;
             if !fits {
-                if !a.intact(pos) {
+                if !self.valid(&a, pos) {
                     match self.lapped() {
                         ReadErr::Lapped(0) => continue,
                         e => return Err(e),
@@ -1057,7 +1130,7 @@ impl SubRing {
                 .into());
             }
             if len > buf.len() {
-                if !a.intact(pos) {
+                if !self.valid(&a, pos) {
                     match self.lapped() {
                         ReadErr::Lapped(0) => continue,
                         e => return Err(e),
@@ -1066,7 +1139,7 @@ impl SubRing {
                 return Ok(Some(Err(len)));
             }
             a.copy_payload(off, &mut buf[..len]);
-            if !a.intact(pos) {
+            if !self.valid(&a, pos) {
                 match self.lapped() {
                     ReadErr::Lapped(0) => continue,
                     e => return Err(e),
@@ -1110,10 +1183,10 @@ impl SubRing {
     /// (module docs, (4)). `Lapped(0)`: only padding was lost (the caller reads on).
     #[cold]
     fn lapped(&mut self) -> ReadErr {
-        if self.evicted() {
-            return ReadErr::Evicted;
-        }
         for _ in 0..10_000 {
+            if self.evicted() {
+                return ReadErr::Evicted;
+            }
             let a = areas(&self.mapped);
             let (write, tail, _) = match load_positions(&a, false) {
                 Ok(p) => p,
@@ -1130,9 +1203,17 @@ impl SubRing {
                 .into();
             }
             let missed = seq - self.seq;
-            self.seq = seq;
+            // Rejoin at the tail (5), so a Block publisher honours the cursor again.
+            match self.announce(tail, seq) {
+                Err(()) => return ReadErr::Evicted,
+                Ok(false) => continue,
+                Ok(true) => {}
+            }
             self.cached_write = write;
-            self.advance(tail);
+            if self.block {
+                let h = self.mapped.header();
+                crate::wait::wake(&h.space_waiters, &h.space_sem);
+            }
             return ReadErr::Lapped(missed);
         }
         Corrupt("the publisher laps the ring faster than a subscriber can find its tail".into())
