@@ -102,5 +102,20 @@ pub fn report(r: &Report) -> Value {
     put("unread", json!(r.unread));
     put("pending", json!(r.pending()));
     put("endpoints", json!(endpoints));
+    let cursors: Vec<Value> = r
+        .cursors
+        .iter()
+        .map(|c| {
+            json!({
+                "slot": c.slot,
+                "name": c.name,
+                "state": c.state,
+                "next_message": c.next_message,
+                "position": c.position,
+                "lag": c.lag,
+            })
+        })
+        .collect();
+    put("cursors", json!(cursors));
     Value::Object(m)
 }

@@ -951,6 +951,27 @@ mod ops {
                 .collect();
             print_table(&["  SLOT", "ROLE", "PID", "STATE", "LIVENESS"], &rows);
         }
+        if r.kind() == Some(Kind::Broadcast) {
+            if r.cursors.is_empty() {
+                line("cursors", "none in use".into());
+            } else {
+                println!("cursors");
+                let rows: Vec<Vec<String>> = r
+                    .cursors
+                    .iter()
+                    .map(|c| {
+                        vec![
+                            format!("  #{}", c.slot),
+                            c.name.clone().unwrap_or_else(|| "-".into()),
+                            c.state.clone(),
+                            c.next_message.to_string(),
+                            human_bytes(c.lag),
+                        ]
+                    })
+                    .collect();
+                print_table(&["  SLOT", "NAME", "STATE", "NEXT MSG", "LAG"], &rows);
+            }
+        }
     }
 
     /// `/name (posix spsc)`, and who is still attached.

@@ -339,7 +339,7 @@ fn a_truncated_segment_is_described_not_trusted() {
         out.contains("is truncated: it is 100 bytes, but needs 4096"),
         "{out}"
     );
-    assert!(out.contains("version         3"), "{out}");
+    assert!(out.contains("version         4"), "{out}");
     assert!(out.contains("positions       write -, read -"), "{out}");
     let e = ls_entry(&name).expect("a damaged shmlane segment is listed");
     assert_eq!(e["status"], "truncated");
@@ -717,4 +717,57 @@ fn cat_from_reports_a_writer_that_died() {
         "{}",
         show(&o)
     );
+}
+
+/// Issue #13: `inspect` shows a broadcast ring's kind, its publisher and subscribers, and
+/// each cursor (named or not) with its state and lag; `ls` lists the kind.
+#[test]
+fn inspect_shows_broadcast_cursors() {
+    use shmlane::broadcast::{Publisher, StartAt, Subscriber};
+    let name = TestName::new("cli-broadcast");
+    let mut p = Publisher::create(&name, &Options::new().capacity(4096).max_message(64)).unwrap();
+    let mut risk = Subscriber::open_named(&name, "risk", StartAt::Oldest).unwrap();
+    let _tap = Subscriber::open(&name, StartAt::Oldest).unwrap();
+    for i in 0..5u64 {
+        p.send(&i.to_ne_bytes()).unwrap();
+    }
+    for _ in 0..2 {
+        risk.recv().unwrap();
+    }
+    let o = run(&["inspect", &name]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let out = text(&o.stdout);
+    assert!(out.contains("broadcast"), "{out}");
+    assert!(out.contains("publisher"), "{out}");
+    assert!(out.contains("subscriber 0"), "{out}");
+    assert!(out.contains("cursors"), "{out}");
+    let risk_row = out
+        .lines()
+        .find(|l| l.contains("risk"))
+        .unwrap_or_else(|| panic!("no risk cursor in {out}"));
+    assert!(risk_row.contains("active"), "{risk_row}");
+    // 3 of 5 records of 32 bytes unread; the named cursor's next message is #2.
+    assert!(risk_row.contains(" 2 "), "{risk_row}");
+    assert!(risk_row.contains("96 B"), "{risk_row}");
+    let o = run(&["inspect", "--json", &name]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["kind"], "broadcast");
+    let cursors = v["cursors"].as_array().unwrap();
+    assert_eq!(cursors.len(), 2);
+    assert!(cursors
+        .iter()
+        .any(|c| c["name"] == "risk" && c["lag"] == 96));
+    assert!(cursors
+        .iter()
+        .any(|c| c["name"].is_null() && c["lag"] == 160 && c["state"] == "active"));
+    drop(risk);
+    let o = run(&["inspect", "--json", &name]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["cursors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["name"] == "risk" && c["state"] == "detached"));
+    let e = ls_entry(&name).expect("listed");
+    assert_eq!(e["kind"], "broadcast");
 }

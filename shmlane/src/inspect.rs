@@ -300,6 +300,65 @@ pub struct Report {
     pub unread: Option<u64>,
     /// The owner's uid (file owner, or System V `shm_perm.uid`), when it could be read.
     pub uid: Option<u32>,
+    /// Broadcast rings (valid ones of this format): every cursor slot in use.
+    pub cursors: Vec<CursorInfo>,
+}
+
+/// One cursor slot of a broadcast ring, as `inspect` saw it (read without trusting it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CursorInfo {
+    /// The slot (its registry entry is `slot + 1`).
+    pub slot: usize,
+    /// The durable cursor's name (`None`: an unnamed subscriber).
+    pub name: Option<String>,
+    /// `active`, `detached`, `evicted`, `lapped` or `unknown(N)`.
+    pub state: String,
+    /// The number of the next message it reads.
+    pub next_message: u64,
+    /// Its byte position in the ring.
+    pub position: u64,
+    /// Bytes published that it has not read (`write_pos - position`).
+    pub lag: u64,
+}
+
+/// Reads the cursor table of a valid broadcast segment (bounds-checked loads only).
+fn read_cursors(seg: &Segment, f: &Fields) -> Vec<CursorInfo> {
+    use crate::ring::broadcast::{CONTROL_SIZE, CURSOR_NAME_CAP, CURSOR_SLOT};
+    let (Some(n), Some(Kind::Broadcast)) = (f.slot_count, f.kind.and_then(Kind::from_raw)) else {
+        return Vec::new();
+    };
+    let write = seg.load_u64(HEADER_SIZE).unwrap_or(0);
+    let mut out = Vec::new();
+    for k in 0..(n as usize).min(MAX_ENDPOINTS) {
+        let base = HEADER_SIZE + CONTROL_SIZE + k * CURSOR_SLOT;
+        let Some(state) = seg.load_u32(base + 16) else {
+            break;
+        };
+        if state == crate::ring::broadcast::C_FREE {
+            continue;
+        }
+        let pos = seg.load_u64(base).unwrap_or(0);
+        let seq = seg.load_u64(base + 8).unwrap_or(0);
+        let len = (seg.load_u32(base + 20).unwrap_or(0) as usize).min(CURSOR_NAME_CAP);
+        let name: Vec<u8> = (0..len)
+            .filter_map(|i| seg.load_u8(base + 24 + i))
+            .collect();
+        out.push(CursorInfo {
+            slot: k,
+            name: (len > 0).then(|| String::from_utf8_lossy(&name).into_owned()),
+            state: match state {
+                crate::ring::broadcast::C_ACTIVE => "active".into(),
+                crate::ring::broadcast::C_DETACHED => "detached".into(),
+                crate::ring::broadcast::C_EVICTED => "evicted".into(),
+                crate::ring::broadcast::C_LAPPED => "lapped".into(),
+                s => format!("unknown({s})"),
+            },
+            next_message: seq,
+            position: pos,
+            lag: write.saturating_sub(pos),
+        });
+    }
+    out
 }
 
 /// Byte offsets of the header fields in this build.
@@ -393,6 +452,11 @@ impl Report {
             unread: (check == Check::Valid)
                 .then(|| count_unread(seg, &fields))
                 .flatten(),
+            cursors: if check == Check::Valid {
+                read_cursors(seg, &fields)
+            } else {
+                Vec::new()
+            },
             fields,
             endpoints,
             uid: None,
@@ -416,6 +480,7 @@ impl Report {
             endpoints: Vec::new(),
             unread: None,
             uid: None,
+            cursors: Vec::new(),
         }
     }
 

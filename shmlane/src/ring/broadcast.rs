@@ -1169,9 +1169,8 @@ impl SubRing {
         self.pos = pos;
         let a = areas(&self.mapped);
         let slot = &a.cursors[self.slot];
-        if self.named {
-            slot.seq.store(self.seq, Ordering::Relaxed);
-        }
+        // The number too (for a named cursor's exact lap count on reopen, and `inspect`).
+        slot.seq.store(self.seq, Ordering::Relaxed);
         slot.pos.store(pos, Ordering::Release);
         if self.block {
             let h = self.mapped.header();
