@@ -30,6 +30,11 @@ use crate::segment::header::{
 use crate::wait::{self, Wait, Waiting};
 use crate::Options;
 
+#[cfg(not(loom))]
+mod aio;
+#[cfg(not(loom))]
+pub use aio::{AsyncConsumer, AsyncProducer};
+
 fn spsc_geometry(opts: &Options) -> Result<Geometry> {
     let (capacity, max_message) = opts.spsc_geometry()?;
     Ok(Geometry {

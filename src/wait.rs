@@ -25,6 +25,9 @@ use crate::error::{Error, Result};
 use crate::ring::barrier;
 use crate::segment::header::SemCell;
 
+#[cfg(not(loom))]
+pub(crate) mod reactor;
+
 /// How an endpoint waits when the ring is full (producer) or empty (consumer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Wait {
@@ -125,6 +128,20 @@ pub mod stats {
     /// so a test can tell a sleeper woken by its peer from one woken by its timer.
     pub fn woken() -> u64 {
         WOKEN.load(Ordering::Relaxed)
+    }
+
+    /// Helper threads the async endpoints have started in this process: one per 127
+    /// waiting futures with `futex_waitv`, one per waiting future without it.
+    #[cfg(not(loom))]
+    pub fn async_helper_threads() -> usize {
+        super::reactor::helper_threads()
+    }
+
+    /// Whether the async helper threads use `futex_waitv(2)` (Linux 5.16+; not when
+    /// `SHMLANE_NO_FUTEX_WAITV` is set).
+    #[cfg(not(loom))]
+    pub fn async_uses_futex_waitv() -> bool {
+        super::reactor::uses_futex_waitv()
     }
 }
 

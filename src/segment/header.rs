@@ -1105,6 +1105,13 @@ impl SemCell {
         }
     }
 
+    /// The futex word (the count), for a waiter that sleeps on many semaphores at once
+    /// (the async helper thread's `futex_waitv`). It must only ever take one from the
+    /// count with a compare-and-swap, as [`wait_for`](Self::wait_for) does.
+    pub(crate) fn futex_word(&self) -> &AtomicU32 {
+        &self.count
+    }
+
     /// Adds one to the count and wakes one sleeper (or lets the next wait return at once).
     pub fn post(&self) {
         self.count.fetch_add(1, Ordering::Release);
