@@ -74,7 +74,13 @@ fn child_spsc_producer() {
     }
 }
 
-fn spawn_producer(name: &str, count: u64, seed: u64, pause_every: u64, pause_us: u64) -> common::TestChild {
+fn spawn_producer(
+    name: &str,
+    count: u64,
+    seed: u64,
+    pause_every: u64,
+    pause_us: u64,
+) -> common::TestChild {
     spawn_child(
         "child_spsc_producer",
         &[
@@ -89,6 +95,17 @@ fn spawn_producer(name: &str, count: u64, seed: u64, pause_every: u64, pause_us:
 
 const COUNT: u64 = 100_000;
 
+/// Waits that found their message only when their liveness tick woke them: each is a
+/// post that did not wake its task (a lost wake-up, hidden by the tick). A post can race a
+/// tick, rarely: allow two.
+fn assert_no_lost_wakeups(before: u64) {
+    let lost = shmlane::wait::stats::async_tick_found() - before;
+    assert!(
+        lost <= 2,
+        "{lost} waits were ended by their tick, not by the post"
+    );
+}
+
 /// Receives COUNT messages with `recv().await`, each intact and in order, then
 /// `Disconnected` once the child has closed.
 fn spsc_from_child(rt: tokio::runtime::Runtime, seed: u64) {
@@ -98,10 +115,14 @@ fn spsc_from_child(rt: tokio::runtime::Runtime, seed: u64) {
     let mut rx = rx.into_async().expect("into_async");
     let child = spawn_producer(&name, COUNT, seed, 5_000, 2_000);
     let sleeps_before = shmlane::wait::stats::sleeps();
-    rt.block_on(async {
+    let ticks_before = shmlane::wait::stats::async_tick_found();
+    rt.block_on(tokio::time::timeout(Duration::from_secs(60), async {
         let mut lens = sizes(seed);
         for seq in 0..COUNT {
-            let m = rx.recv().await.unwrap_or_else(|e| panic!("recv {seq}: {e}"));
+            let m = rx
+                .recv()
+                .await
+                .unwrap_or_else(|e| panic!("recv {seq}: {e}"));
             let len = lens.next().unwrap();
             assert_eq!(m.tag(), seq as u32, "message {seq} out of order");
             assert_eq!(m.len(), len, "message {seq} has the wrong length");
@@ -111,7 +132,14 @@ fn spsc_from_child(rt: tokio::runtime::Runtime, seed: u64) {
             Err(Error::Disconnected) => {}
             other => panic!("after the last message: {:?}", other.map(|m| m.len())),
         }
-    });
+    }))
+    .expect("stuck: not every message arrived within 60 s");
+    println!(
+        "waits {}, found by a tick {}",
+        shmlane::wait::stats::sleeps() - sleeps_before,
+        shmlane::wait::stats::async_tick_found() - ticks_before
+    );
+    assert_no_lost_wakeups(ticks_before);
     // The child paused 20 times: the consumer must have waited through the helper.
     assert!(
         shmlane::wait::stats::sleeps() > sleeps_before,
@@ -142,6 +170,7 @@ fn spsc_timeouts(rt: tokio::runtime::Runtime, seed: u64) {
         .unwrap();
     // Pauses of 3 ms every 500 messages: 200 of them, each longer than the timeout.
     let child = spawn_producer(&name, COUNT, seed, 500, 3_000);
+    let ticks_before = shmlane::wait::stats::async_tick_found();
     let timeouts = rt.block_on(async {
         let mut lens = sizes(seed);
         let mut timeouts = 0u64;
@@ -167,7 +196,17 @@ fn spsc_timeouts(rt: tokio::runtime::Runtime, seed: u64) {
         }
         timeouts
     });
-    assert!(timeouts > 10, "only {timeouts} timeouts: cancellation was not exercised");
+    // Every cancelled wait gave back its unit of the waiter count.
+    let waiters = shmlane::inspect::inspect(&name)
+        .unwrap()
+        .fields
+        .data_waiters;
+    assert_eq!(waiters, Some(0), "the waiter count is unbalanced");
+    assert!(
+        timeouts > 10,
+        "only {timeouts} timeouts: cancellation was not exercised"
+    );
+    assert_no_lost_wakeups(ticks_before);
     finish_child(child, Duration::from_secs(60));
 }
 
@@ -233,7 +272,10 @@ fn two_hundred_rings_at_once() {
             .collect();
         children.push(spawn_child(
             "child_many_rings_producer",
-            &[("NAMES", mine.join(",")), ("PER_RING", PER_RING.to_string())],
+            &[
+                ("NAMES", mine.join(",")),
+                ("PER_RING", PER_RING.to_string()),
+            ],
         ));
     }
     let most_threads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -242,7 +284,10 @@ fn two_hundred_rings_at_once() {
         for (i, mut rx) in rxs.into_iter().enumerate() {
             tasks.push(tokio::spawn(async move {
                 for seq in 0..PER_RING {
-                    let m = rx.recv().await.unwrap_or_else(|e| panic!("ring {i} msg {seq}: {e}"));
+                    let m = rx
+                        .recv()
+                        .await
+                        .unwrap_or_else(|e| panic!("ring {i} msg {seq}: {e}"));
                     assert_eq!(m.tag(), seq as u32, "ring {i}: out of order");
                     assert_eq!(m.len(), (seq as usize + i / CHILDREN) % 64, "ring {i}");
                     assert!(check(&m, seq), "ring {i} message {seq} corrupt");
@@ -515,8 +560,11 @@ fn spsc_send_under_timeout() {
         let mut timeouts = 0;
         let mut i = 0;
         while i < N {
-            match tokio::time::timeout(Duration::from_millis(1), tx.send_tagged(i, &i.to_le_bytes()))
-                .await
+            match tokio::time::timeout(
+                Duration::from_millis(1),
+                tx.send_tagged(i, &i.to_le_bytes()),
+            )
+            .await
             {
                 Err(_) => timeouts += 1,
                 Ok(r) => {
@@ -527,8 +575,13 @@ fn spsc_send_under_timeout() {
         }
         timeouts
     });
+    let waiters = shmlane::inspect::inspect(&name)
+        .unwrap()
+        .fields
+        .space_waiters;
     drop(tx);
     reader.join().unwrap();
+    assert_eq!(waiters, Some(0), "the waiter count is unbalanced");
     assert!(timeouts > 0, "the sender never waited past its timeout");
 }
 
@@ -537,6 +590,7 @@ fn spsc_send_under_timeout() {
 #[test]
 fn readiness_fd_for_poll_loops() {
     use std::os::fd::AsRawFd;
+    let _s = serial();
     let name = TestName::new("async-fd");
     let mut rx = Consumer::create(&name, &spsc_opts())
         .unwrap()
@@ -561,7 +615,10 @@ fn readiness_fd_for_poll_loops() {
         tx.send(b"ping").unwrap();
         tx
     });
-    assert!(readable(fd, 5_000), "not readable after the producer published");
+    assert!(
+        readable(fd, 5_000),
+        "not readable after the producer published"
+    );
     rx.clear_readiness();
     assert_eq!(&rx.try_recv().unwrap()[..], b"ping");
     let tx = sender.join().unwrap();
@@ -674,6 +731,10 @@ fn child_fallback_mode() {
 #[test]
 fn fallback_without_futex_waitv() {
     let _s = serial();
-    let child = spawn_child_env("child_fallback_mode", &[], &[("SHMLANE_NO_FUTEX_WAITV", "1")]);
+    let child = spawn_child_env(
+        "child_fallback_mode",
+        &[],
+        &[("SHMLANE_NO_FUTEX_WAITV", "1")],
+    );
     finish_child(child, Duration::from_secs(60));
 }

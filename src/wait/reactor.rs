@@ -36,9 +36,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use super::{stats, unregister, Gone};
+use super::{give_back, stats, Gone};
 use crate::error::Result;
-use crate::ring::barrier;
 use crate::segment::header::{Mapped, SemCell};
 
 /// How long an armed slot waits for a post before its task is woken to ask whether the
@@ -91,10 +90,6 @@ impl Cell {
 
     fn get(&self) -> (&crate::sync::AtomicU32, &SemCell) {
         (self.pick)(&self.mapped, self.index)
-    }
-
-    fn light_wakers(&self) -> bool {
-        self.mapped.header().light_wakers.load(Ordering::Relaxed) != 0
     }
 }
 
@@ -181,15 +176,7 @@ impl Slot {
 
     /// Takes one from the semaphore count if it is non-zero (as `SemCell::wait_for`).
     fn take(&self) -> bool {
-        let w = self.word();
-        let mut cur = w.load(Ordering::Acquire);
-        while cur != 0 {
-            match w.compare_exchange_weak(cur, cur - 1, Ordering::Acquire, Ordering::Acquire) {
-                Ok(_) => return true,
-                Err(now) => cur = now,
-            }
-        }
-        false
+        self.cell.get().1.try_take()
     }
 }
 
@@ -461,6 +448,11 @@ fn run(shard: Arc<Shard>, waitv: bool) {
     }
 }
 
+/// Whether the helper took a post for this slot (it is no longer armed for a tick).
+fn was_fired(slot: &Slot) -> bool {
+    lock(&slot.st).fired
+}
+
 /// A waker that does nothing: for `try_*` calls that arm the readiness fd only.
 struct Noop;
 
@@ -534,8 +526,8 @@ impl AsyncWait {
     /// Done waiting (the caller got its result): give back our unit if we hold one.
     fn finish(&mut self) {
         if let Left::Armed = self.leave() {
-            let (waiters, _) = self.slot.as_ref().expect("slot").cell.get();
-            unregister(waiters);
+            let (waiters, sem) = self.slot.as_ref().expect("slot").cell.get();
+            give_back(waiters, sem);
         }
     }
 
@@ -556,6 +548,9 @@ impl AsyncWait {
         mut peer_gone: impl FnMut() -> Option<Gone>,
     ) -> Poll<Result<T>> {
         if let Some(r) = check() {
+            if self.shard.is_some() && self.slot.as_ref().is_some_and(|s| !was_fired(s)) {
+                stats::TICK_FOUND.fetch_add(1, Ordering::Relaxed);
+            }
             self.finish();
             return Poll::Ready(r);
         }
@@ -580,6 +575,9 @@ impl AsyncWait {
                 }
                 // A liveness look may have found something (MPMC recovery): look again.
                 if let Some(r) = check() {
+                    if !was_fired(slot) {
+                        stats::TICK_FOUND.fetch_add(1, Ordering::Relaxed);
+                    }
                     self.finish();
                     return Poll::Ready(r);
                 }
@@ -598,24 +596,20 @@ impl AsyncWait {
                 })
             })
             .clone();
-        let (waiters, _) = slot.cell.get();
+        let (waiters, sem) = slot.cell.get();
+        let light = &slot.cell.mapped.header().light_wakers;
         // Register, then check (the sleeper's half of the protocol in the parent module).
-        waiters.fetch_add(1, crate::sync::Ordering::SeqCst);
-        crate::sync::fence(crate::sync::Ordering::SeqCst);
-        let mut tick = TICK;
-        if slot.cell.light_wakers() && !barrier::heavy() {
-            tick = SHORT_TICK;
-        }
-        if let Some(r) = check() {
-            unregister(waiters);
-            return Poll::Ready(r);
-        }
+        let tick = match super::register_then_check(waiters, sem, light, &mut check) {
+            Ok(r) => return Poll::Ready(r),
+            Err(true) => SHORT_TICK,
+            Err(false) => TICK,
+        };
         if let Some(how) = peer_gone() {
-            unregister(waiters);
+            give_back(waiters, sem);
             return Poll::Ready(gone(how, &mut check));
         }
         if let Some(r) = check() {
-            unregister(waiters);
+            give_back(waiters, sem);
             return Poll::Ready(r);
         }
         {
@@ -634,7 +628,7 @@ impl AsyncWait {
             }
             Err(e) => {
                 lock(&slot.st).armed = false;
-                unregister(waiters);
+                give_back(waiters, sem);
                 Poll::Ready(Err(crate::Error::io("spawning the async helper thread", e)))
             }
         }
@@ -645,8 +639,8 @@ impl Drop for AsyncWait {
     fn drop(&mut self) {
         match self.leave() {
             Left::Armed => {
-                let (waiters, _) = self.slot.as_ref().expect("slot").cell.get();
-                unregister(waiters);
+                let (waiters, sem) = self.slot.as_ref().expect("slot").cell.get();
+                give_back(waiters, sem);
             }
             Left::Fired => {
                 // We took a post and will not use it: pass it on to the next sleeper (an
