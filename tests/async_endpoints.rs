@@ -116,24 +116,27 @@ fn spsc_from_child(rt: tokio::runtime::Runtime, seed: u64) {
     let child = spawn_producer(&name, COUNT, seed, 5_000, 2_000);
     let sleeps_before = shmlane::wait::stats::sleeps();
     let ticks_before = shmlane::wait::stats::async_tick_found();
-    rt.block_on(tokio::time::timeout(Duration::from_secs(60), async {
-        let mut lens = sizes(seed);
-        for seq in 0..COUNT {
-            let m = rx
-                .recv()
-                .await
-                .unwrap_or_else(|e| panic!("recv {seq}: {e}"));
-            let len = lens.next().unwrap();
-            assert_eq!(m.tag(), seq as u32, "message {seq} out of order");
-            assert_eq!(m.len(), len, "message {seq} has the wrong length");
-            assert!(check(&m, seq), "message {seq} corrupt");
-        }
-        match rx.recv().await {
-            Err(Error::Disconnected) => {}
-            other => panic!("after the last message: {:?}", other.map(|m| m.len())),
-        }
-    }))
-    .expect("stuck: not every message arrived within 60 s");
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(60), async {
+            let mut lens = sizes(seed);
+            for seq in 0..COUNT {
+                let m = rx
+                    .recv()
+                    .await
+                    .unwrap_or_else(|e| panic!("recv {seq}: {e}"));
+                let len = lens.next().unwrap();
+                assert_eq!(m.tag(), seq as u32, "message {seq} out of order");
+                assert_eq!(m.len(), len, "message {seq} has the wrong length");
+                assert!(check(&m, seq), "message {seq} corrupt");
+            }
+            match rx.recv().await {
+                Err(Error::Disconnected) => {}
+                other => panic!("after the last message: {:?}", other.map(|m| m.len())),
+            }
+        })
+        .await
+        .expect("stuck: not every message arrived within 60 s")
+    });
     println!(
         "waits {}, found by a tick {}",
         shmlane::wait::stats::sleeps() - sleeps_before,
@@ -455,6 +458,7 @@ fn mpmc_async_receiver_from_children() {
         })
         .collect();
     let rt = multi_thread();
+    let ticks_before = shmlane::wait::stats::async_tick_found();
     let seen = rt.block_on(async {
         let mut tasks = Vec::new();
         for _ in 0..4 {
@@ -489,6 +493,7 @@ fn mpmc_async_receiver_from_children() {
     seen.sort_unstable();
     assert_eq!(seen.len(), 2 * PER as usize, "lost or duplicated messages");
     assert!(seen.iter().enumerate().all(|(i, &v)| v == i as u32));
+    assert_no_lost_wakeups(ticks_before);
     for k in kids {
         finish_child(k, Duration::from_secs(30));
     }
@@ -511,6 +516,7 @@ fn mpmc_async_sender_to_child() {
     child.expect_line("OPEN", Duration::from_secs(20));
     const PER: u32 = 10_000;
     let rt = current_thread();
+    let ticks_before = shmlane::wait::stats::async_tick_found();
     rt.block_on(async {
         let mut tasks = Vec::new();
         for k in 0..3u32 {
@@ -528,6 +534,7 @@ fn mpmc_async_sender_to_child() {
                 .unwrap();
         }
     });
+    assert_no_lost_wakeups(ticks_before);
     drop(tx);
     let n = 3 * u64::from(PER);
     let line = child.expect_line("GOT", Duration::from_secs(30));
