@@ -295,6 +295,13 @@ pub(crate) fn give_back(waiters: &AtomicU32, sem: &SemCell) {
     }
 }
 
+/// How long an async endpoint's `recv()` / `send()` looks again, holding its executor
+/// thread, before it registers with the helper thread (once per call; `set_spin` on the
+/// endpoint changes it, zero turns it off). A peer that is streaming or answering is
+/// usually met within it, which saves the two thread wake-ups (helper thread, then the
+/// executor's thread) a registered wait costs; longer would hold other tasks up.
+pub const DEFAULT_ASYNC_SPIN: Duration = Duration::from_micros(10);
+
 /// How long `Wait::Block` polls before it sleeps: long enough that a streaming peer is
 /// met while polling, short enough that an idle endpoint soon stops burning a core.
 pub(crate) const BLOCK_SPIN: Duration = Duration::from_micros(50);

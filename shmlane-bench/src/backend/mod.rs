@@ -64,6 +64,16 @@ pub trait TxEnd: Send {
     /// Sends one message, waiting while the channel is full. The message is on its way
     /// to the receiver when this returns.
     fn send(&mut self, msg: &[u8]) -> Result<()>;
+
+    /// Sends `messages` messages, message `seq` being `payload.stamp(seq)`: a loop of
+    /// [`send`](Self::send). The async backends run the loop as one task (one
+    /// `block_on` around an `.await` per message), as a service sending in a loop does.
+    fn send_all(&mut self, payload: &mut crate::runner::Payload, messages: u64) -> Result<()> {
+        for seq in 0..messages {
+            self.send(payload.stamp(seq))?;
+        }
+        Ok(())
+    }
 }
 
 /// The receiving end of a transport.
@@ -71,6 +81,19 @@ pub trait RxEnd: Send {
     /// Receives the next message and hands it to `f`, waiting while the channel is empty.
     /// The slice is only valid inside `f` (for the ring it is the message in place).
     fn recv_with<R, F: FnOnce(&[u8]) -> R>(&mut self, f: F) -> Result<R>;
+
+    /// Receives `messages` messages, handing message `seq` to `f(seq, msg)`: a loop of
+    /// [`recv_with`](Self::recv_with); the async backends run it as one task.
+    fn recv_all<F: FnMut(u64, &[u8]) -> Result<()>>(
+        &mut self,
+        messages: u64,
+        mut f: F,
+    ) -> Result<()> {
+        for seq in 0..messages {
+            self.recv_with(|m| f(seq, m))??;
+        }
+        Ok(())
+    }
 }
 
 /// A kind of channel between two processes.

@@ -2,12 +2,14 @@
 //! baselines, tokio's `UnixStream` (`tokio-unix`) and tokio's async pipe
 //! (`tokio::net::unix::pipe`, `tokio-pipe`).
 //!
-//! **How they are driven.** Each end owns a current-thread tokio runtime and runs every
-//! `send` and `recv_with` as `runtime.block_on(future)`: when the future is pending, the
+//! **How they are driven.** Each end owns a current-thread tokio runtime and runs its
+//! futures with `runtime.block_on(..)`: when the future is pending, the
 //! thread parks in the runtime (epoll for the tokio sockets and pipes; the runtime's park
 //! for the ring, woken by shmlane's helper thread), exactly as a task awaiting it would.
-//! The same harness and per-message `block_on` for all three, so their ratio is the
-//! channel's.
+//! The throughput loops run as one task each (`send_all` / `recv_all`: one `block_on`
+//! around an `.await` per message, as a service looping over a channel does); the
+//! latency ping-pong uses one `block_on` per message. The same harness for all three, so
+//! their ratio is the channel's.
 //!
 //! **Framing** (the two tokio baselines): a 4-byte length, then the payload, written with
 //! one `write_all` of both (one `write` system call per message, as a tokio user framing
@@ -28,6 +30,7 @@ use tokio::runtime::Runtime;
 
 use super::pipe::OPEN_WAIT;
 use super::{Config, RxEnd, Transport, TxEnd};
+use crate::runner::Payload;
 use shmlane::format::validate_name;
 use shmlane::spsc::{AsyncConsumer, AsyncProducer, Consumer, Producer};
 use shmlane::{Error, Result};
@@ -63,6 +66,16 @@ impl TxEnd for ShmSpscAsyncTx {
     fn send(&mut self, msg: &[u8]) -> Result<()> {
         self.rt.block_on(self.tx.send(msg))
     }
+
+    fn send_all(&mut self, payload: &mut Payload, messages: u64) -> Result<()> {
+        let tx = &mut self.tx;
+        self.rt.block_on(async move {
+            for seq in 0..messages {
+                tx.send(payload.stamp(seq)).await?;
+            }
+            Ok(())
+        })
+    }
 }
 
 impl RxEnd for ShmSpscAsyncRx {
@@ -71,6 +84,21 @@ impl RxEnd for ShmSpscAsyncRx {
         // `f` runs outside the runtime: the echo peer sends from inside it.
         let m = self.rt.block_on(self.rx.recv())?;
         Ok(f(&m))
+    }
+
+    fn recv_all<F: FnMut(u64, &[u8]) -> Result<()>>(
+        &mut self,
+        messages: u64,
+        mut f: F,
+    ) -> Result<()> {
+        let rx = &mut self.rx;
+        self.rt.block_on(async move {
+            for seq in 0..messages {
+                let m = rx.recv().await?;
+                f(seq, &m)?;
+            }
+            Ok(())
+        })
     }
 }
 
@@ -164,10 +192,22 @@ impl<S: AsyncRead + Unpin> Framed<S> {
         Ok(())
     }
 
+    async fn recv_all<F: FnMut(u64, &[u8]) -> Result<()>>(
+        &mut self,
+        messages: u64,
+        mut f: F,
+    ) -> Result<()> {
+        for seq in 0..messages {
+            let m = self.next().await?;
+            f(seq, m)?;
+        }
+        Ok(())
+    }
+
     async fn next(&mut self) -> Result<&[u8]> {
         self.fill(4).await?;
-        let len = u32::from_ne_bytes(self.buf[self.start..self.start + 4].try_into().unwrap())
-            as usize;
+        let len =
+            u32::from_ne_bytes(self.buf[self.start..self.start + 4].try_into().unwrap()) as usize;
         if len > self.max_message {
             return Err(Error::corrupt(format!(
                 "frame of {len} bytes, max_message is {}",
@@ -190,6 +230,13 @@ struct FramedTx<S> {
 }
 
 impl<S: AsyncWrite + Unpin> FramedTx<S> {
+    async fn send_all(&mut self, payload: &mut Payload, messages: u64) -> Result<()> {
+        for seq in 0..messages {
+            self.send(payload.stamp(seq)).await?;
+        }
+        Ok(())
+    }
+
     async fn send(&mut self, msg: &[u8]) -> Result<()> {
         if msg.len() > self.max_message {
             return Err(Error::MessageTooLarge {
@@ -198,12 +245,16 @@ impl<S: AsyncWrite + Unpin> FramedTx<S> {
             });
         }
         self.buf.clear();
-        self.buf.extend_from_slice(&(msg.len() as u32).to_ne_bytes());
+        self.buf
+            .extend_from_slice(&(msg.len() as u32).to_ne_bytes());
         self.buf.extend_from_slice(msg);
-        self.s.write_all(&self.buf).await.map_err(|e| match e.kind() {
-            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => Error::Disconnected,
-            _ => Error::io("write", e),
-        })
+        self.s
+            .write_all(&self.buf)
+            .await
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => Error::Disconnected,
+                _ => Error::io("write", e),
+            })
     }
 }
 
@@ -255,12 +306,20 @@ impl TxEnd for TokioUnixTx {
     fn send(&mut self, msg: &[u8]) -> Result<()> {
         self.rt.block_on(self.tx.send(msg))
     }
+
+    fn send_all(&mut self, payload: &mut Payload, messages: u64) -> Result<()> {
+        self.rt.block_on(self.tx.send_all(payload, messages))
+    }
 }
 
 impl RxEnd for TokioUnixRx {
     fn recv_with<R, F: FnOnce(&[u8]) -> R>(&mut self, f: F) -> Result<R> {
         let m = self.rt.block_on(self.rx.next())?;
         Ok(f(m))
+    }
+
+    fn recv_all<F: FnMut(u64, &[u8]) -> Result<()>>(&mut self, messages: u64, f: F) -> Result<()> {
+        self.rt.block_on(self.rx.recv_all(messages, f))
     }
 }
 
@@ -400,12 +459,20 @@ impl TxEnd for TokioPipeTx {
     fn send(&mut self, msg: &[u8]) -> Result<()> {
         self.rt.block_on(self.tx.send(msg))
     }
+
+    fn send_all(&mut self, payload: &mut Payload, messages: u64) -> Result<()> {
+        self.rt.block_on(self.tx.send_all(payload, messages))
+    }
 }
 
 impl RxEnd for TokioPipeRx {
     fn recv_with<R, F: FnOnce(&[u8]) -> R>(&mut self, f: F) -> Result<R> {
         let m = self.rt.block_on(self.rx.next())?;
         Ok(f(m))
+    }
+
+    fn recv_all<F: FnMut(u64, &[u8]) -> Result<()>>(&mut self, messages: u64, f: F) -> Result<()> {
+        self.rt.block_on(self.rx.recv_all(messages, f))
     }
 }
 
@@ -448,7 +515,11 @@ fn size_pipe(fd: std::os::fd::BorrowedFd<'_>, capacity: usize) {
 }
 
 /// Opens the write end, retrying while no reader has the FIFO open (`ENXIO`).
-fn open_sender(path: &PathBuf, rt: &Runtime, cfg: &Config) -> Result<tokio::net::unix::pipe::Sender> {
+fn open_sender(
+    path: &PathBuf,
+    rt: &Runtime,
+    cfg: &Config,
+) -> Result<tokio::net::unix::pipe::Sender> {
     use std::os::fd::AsFd;
     let _g = rt.enter();
     let start = Instant::now();

@@ -3,13 +3,16 @@
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
+use std::time::Duration;
 
 use super::{Endpoint, ReadGuard, Receiver, Sender, WriteGrant};
 use crate::error::{Error, Result, TryRecvError, TrySendError};
 use crate::ring::mpmc::{RecvClaim, SendClaim};
 use crate::wait::reactor::{self, noop_waker, AsyncWait, Cell, Notify};
+use crate::wait::DEFAULT_ASYNC_SPIN;
 
 impl Endpoint {
     /// One poll of an async receive: a claimed slot, or `Pending` with `w` registered.
@@ -128,7 +131,8 @@ impl Receiver {
     /// ```
     pub fn into_async(self) -> Result<AsyncReceiver> {
         Ok(AsyncReceiver {
-            ready: Mutex::new(AsyncWait::new()),
+            ready: Mutex::new(AsyncWait::new(Duration::ZERO)),
+            spin_ns: AtomicU64::new(DEFAULT_ASYNC_SPIN.as_nanos() as u64),
             notify: Arc::new(Notify::new()?),
             inner: self,
         })
@@ -153,6 +157,7 @@ impl Receiver {
 /// ```
 pub struct AsyncReceiver {
     ready: Mutex<AsyncWait>,
+    spin_ns: AtomicU64,
     notify: Arc<Notify>,
     inner: Receiver,
 }
@@ -171,7 +176,7 @@ impl AsyncReceiver {
     /// (all closed) or [`Error::PeerDied`]. Cancel-safe.
     pub async fn recv(&self) -> Result<ReadGuard<'_>> {
         let ep = &*self.inner.ep;
-        let mut w = AsyncWait::new();
+        let mut w = AsyncWait::new(self.spin());
         let claim = poll_fn(|cx| ep.poll_recv(&mut w, cx.waker(), &self.notify)).await?;
         drop(w);
         Ok(ReadGuard::new(ep, claim))
@@ -220,6 +225,21 @@ impl AsyncReceiver {
         self.notify.drain();
     }
 
+    /// How long `recv()` looks again (holding the executor thread) before it registers
+    /// with the helper thread: [`DEFAULT_ASYNC_SPIN`](crate::wait::DEFAULT_ASYNC_SPIN)
+    /// unless changed. Zero never spins.
+    pub fn set_spin(&self, spin: Duration) {
+        self.spin_ns.store(
+            spin.as_nanos().min(u64::MAX as u128) as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The spin set with [`set_spin`](Self::set_spin).
+    pub fn spin(&self) -> Duration {
+        Duration::from_nanos(self.spin_ns.load(Ordering::Relaxed))
+    }
+
     /// The blocking receiver back.
     pub fn into_inner(self) -> Receiver {
         let AsyncReceiver { ready, inner, .. } = self;
@@ -247,7 +267,8 @@ impl Sender {
     /// ```
     pub fn into_async(self) -> Result<AsyncSender> {
         Ok(AsyncSender {
-            ready: Mutex::new(AsyncWait::new()),
+            ready: Mutex::new(AsyncWait::new(Duration::ZERO)),
+            spin_ns: AtomicU64::new(DEFAULT_ASYNC_SPIN.as_nanos() as u64),
             notify: Arc::new(Notify::new()?),
             inner: self,
         })
@@ -269,6 +290,7 @@ impl Sender {
 /// ```
 pub struct AsyncSender {
     ready: Mutex<AsyncWait>,
+    spin_ns: AtomicU64,
     notify: Arc<Notify>,
     inner: Sender,
 }
@@ -304,7 +326,7 @@ impl AsyncSender {
         if len > max {
             return Err(Error::MessageTooLarge { len, max });
         }
-        let mut w = AsyncWait::new();
+        let mut w = AsyncWait::new(self.spin());
         let claim = poll_fn(|cx| ep.poll_send(&mut w, cx.waker(), &self.notify)).await?;
         drop(w);
         Ok(WriteGrant::new(ep, claim, len))
@@ -357,6 +379,21 @@ impl AsyncSender {
     /// Empties the readiness fd's counter.
     pub fn clear_readiness(&self) {
         self.notify.drain();
+    }
+
+    /// How long `send()` looks again (holding the executor thread) before it registers
+    /// with the helper thread: [`DEFAULT_ASYNC_SPIN`](crate::wait::DEFAULT_ASYNC_SPIN)
+    /// unless changed. Zero never spins.
+    pub fn set_spin(&self, spin: Duration) {
+        self.spin_ns.store(
+            spin.as_nanos().min(u64::MAX as u128) as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The spin set with [`set_spin`](Self::set_spin).
+    pub fn spin(&self) -> Duration {
+        Duration::from_nanos(self.spin_ns.load(Ordering::Relaxed))
     }
 
     /// The blocking sender back.

@@ -4,6 +4,7 @@ use std::future::poll_fn;
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
+use std::time::Duration;
 
 use super::{Consumer, Producer, ReadGuard, WriteGrant};
 use crate::channel::peer_closed;
@@ -11,6 +12,7 @@ use crate::error::{Error, Result, TryRecvError, TrySendError};
 use crate::ring::spsc::Record;
 use crate::segment::header::{SPSC_CONSUMER, SPSC_PRODUCER};
 use crate::wait::reactor::{self, noop_waker, AsyncWait, Cell, Notify};
+use crate::wait::DEFAULT_ASYNC_SPIN;
 
 impl Consumer {
     /// Turns this consumer into an [`AsyncConsumer`], whose `recv().await` waits without
@@ -27,7 +29,8 @@ impl Consumer {
     /// ```
     pub fn into_async(self) -> Result<AsyncConsumer> {
         Ok(AsyncConsumer {
-            ready: AsyncWait::new(),
+            ready: AsyncWait::new(Duration::ZERO),
+            spin: DEFAULT_ASYNC_SPIN,
             notify: Arc::new(Notify::new()?),
             inner: self,
         })
@@ -90,6 +93,7 @@ impl Consumer {
 pub struct AsyncConsumer {
     /// The wait `try_recv` arms for the readiness fd (dropped before `inner`).
     ready: AsyncWait,
+    spin: Duration,
     notify: Arc<Notify>,
     inner: Consumer,
 }
@@ -115,7 +119,7 @@ impl AsyncConsumer {
     /// ```
     pub async fn recv(&mut self) -> Result<ReadGuard<'_>> {
         let rec = {
-            let mut w = AsyncWait::new();
+            let mut w = AsyncWait::new(self.spin);
             let notify = &self.notify;
             let inner = &mut self.inner;
             poll_fn(|cx| inner.poll_record(&mut w, cx.waker(), notify)).await?
@@ -196,6 +200,18 @@ impl AsyncConsumer {
         self.notify.drain();
     }
 
+    /// How long `recv()` looks again (holding the executor thread) before it registers
+    /// with the helper thread: [`DEFAULT_ASYNC_SPIN`](crate::wait::DEFAULT_ASYNC_SPIN)
+    /// unless changed. Zero never spins (every wait that finds nothing registers at once).
+    pub fn set_spin(&mut self, spin: Duration) {
+        self.spin = spin;
+    }
+
+    /// The spin set with [`set_spin`](Self::set_spin).
+    pub fn spin(&self) -> Duration {
+        self.spin
+    }
+
     /// The blocking consumer back (any wait armed by `try_recv` is given back).
     pub fn into_inner(self) -> Consumer {
         let AsyncConsumer { ready, inner, .. } = self;
@@ -232,7 +248,8 @@ impl Producer {
     /// ```
     pub fn into_async(self) -> Result<AsyncProducer> {
         Ok(AsyncProducer {
-            ready: AsyncWait::new(),
+            ready: AsyncWait::new(Duration::ZERO),
+            spin: DEFAULT_ASYNC_SPIN,
             notify: Arc::new(Notify::new()?),
             inner: self,
         })
@@ -293,6 +310,7 @@ impl Producer {
 /// ```
 pub struct AsyncProducer {
     ready: AsyncWait,
+    spin: Duration,
     notify: Arc<Notify>,
     inner: Producer,
 }
@@ -332,7 +350,7 @@ impl AsyncProducer {
             return Err(Error::MessageTooLarge { len, max });
         }
         let off = {
-            let mut w = AsyncWait::new();
+            let mut w = AsyncWait::new(self.spin);
             let notify = &self.notify;
             let inner = &mut self.inner;
             poll_fn(|cx| inner.poll_room(len, &mut w, cx.waker(), notify)).await?
@@ -391,6 +409,18 @@ impl AsyncProducer {
     /// Empties the readiness fd's counter.
     pub fn clear_readiness(&self) {
         self.notify.drain();
+    }
+
+    /// How long `send()` looks again (holding the executor thread) before it registers
+    /// with the helper thread: [`DEFAULT_ASYNC_SPIN`](crate::wait::DEFAULT_ASYNC_SPIN)
+    /// unless changed. Zero never spins (every wait that finds nothing registers at once).
+    pub fn set_spin(&mut self, spin: Duration) {
+        self.spin = spin;
+    }
+
+    /// The spin set with [`set_spin`](Self::set_spin).
+    pub fn spin(&self) -> Duration {
+        self.spin
     }
 
     /// The blocking producer back.

@@ -469,10 +469,12 @@ pub(crate) fn noop_waker() -> Waker {
 /// One future's (or one endpoint's readiness) place in the sleeper protocol. Dropping it
 /// gives back whatever it holds: its unit of the waiter count, its slot, and a post it
 /// took but did not use (passed on to the next sleeper).
-#[derive(Default)]
 pub(crate) struct AsyncWait {
     slot: Option<Arc<Slot>>,
     shard: Option<Arc<Shard>>,
+    /// How long to look again before registering, once per wait.
+    spin: Duration,
+    spun: bool,
 }
 
 impl std::fmt::Debug for AsyncWait {
@@ -494,8 +496,15 @@ enum Left {
 }
 
 impl AsyncWait {
-    pub(crate) fn new() -> AsyncWait {
-        AsyncWait::default()
+    /// A wait that looks again for up to `spin` before it first registers (zero: never;
+    /// the `try_*` calls' waits, which must not wait at all).
+    pub(crate) fn new(spin: Duration) -> AsyncWait {
+        AsyncWait {
+            slot: None,
+            shard: None,
+            spin,
+            spun: false,
+        }
     }
 
     /// Takes the slot out of its shard; says what it held.
@@ -582,6 +591,28 @@ impl AsyncWait {
                     return Poll::Ready(r);
                 }
                 return Poll::Pending;
+            }
+        }
+        if !self.spun && self.shard.is_none() {
+            // Before the first registration, look again for a little while: a peer that
+            // streams or answers is usually met here, without the two thread wake-ups
+            // (helper thread, then the executor) that a registered wait costs.
+            self.spun = true;
+            if !self.spin.is_zero() {
+                let start = Instant::now();
+                let mut n = 0u32;
+                loop {
+                    for _ in 0..16 {
+                        std::hint::spin_loop();
+                    }
+                    if let Some(r) = check() {
+                        return Poll::Ready(r);
+                    }
+                    n = n.wrapping_add(1);
+                    if n % 8 == 0 && start.elapsed() >= self.spin {
+                        break;
+                    }
+                }
             }
         }
         // Not registered, or our post was taken (its unit with it): register anew.
