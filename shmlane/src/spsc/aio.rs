@@ -113,8 +113,9 @@ impl AsyncConsumer {
     ///
     /// ```no_run
     /// # async fn demo(rx: &mut shmlane::spsc::AsyncConsumer) -> shmlane::Result<()> {
+    /// let max = rx.get_ref().max_message();
     /// let m = rx.recv().await?;
-    /// assert!(m.len() <= rx.get_ref().max_message());
+    /// assert!(m.len() <= max);
     /// # Ok(()) }
     /// ```
     pub async fn recv(&mut self) -> Result<ReadGuard<'_>> {

@@ -120,9 +120,8 @@ impl Notify {
             return Err(crate::Error::last_os("eventfd"));
         }
         // SAFETY: `fd` is a fresh descriptor nobody else owns.
-        Ok(Notify {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Notify { fd })
     }
 
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
