@@ -1131,6 +1131,7 @@ pub fn human_bytes(n: u64) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_types)] // test-local counters
 mod tests {
     use super::*;
     use crate::channel;

@@ -1,5 +1,8 @@
 //! Async MPMC endpoints: [`AsyncSender`] and [`AsyncReceiver`].
 
+// `spin_ns`: a handle's own setting, not shared state.
+#![allow(clippy::disallowed_types)]
+
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::os::fd::BorrowedFd;

@@ -29,6 +29,10 @@
 //! then drives an [`AsyncWait`] from its future with the same `check` and `peer_gone`
 //! closures its blocking loop gives [`wait_until`](super::wait_until).
 
+// Process-local state only (the helper threads' control words, flags and the futex_waitv
+// probe): the shared futex words are the rings' `SemCell`s, `crate::sync` types.
+#![allow(clippy::disallowed_types)]
+
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
@@ -169,7 +173,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Slot {
-    fn word(&self) -> &AtomicU32 {
+    fn word(&self) -> &crate::sync::AtomicU32 {
         self.cell.get().1.futex_word()
     }
 
