@@ -192,6 +192,8 @@ struct Shard {
     /// will not see a new one until it wakes; do not hand it one before.
     busy: std::sync::atomic::AtomicBool,
     cap: usize,
+    /// When a slot was last armed here (the helper spins a little after it).
+    last_arm: Mutex<Option<Instant>>,
 }
 
 impl Shard {
@@ -288,6 +290,7 @@ impl Reactor {
             if set.len() < s.cap && !s.busy.load(Ordering::Acquire) {
                 set.push(slot.clone());
                 drop(set);
+                *lock(&s.last_arm) = Some(Instant::now());
                 s.poke();
                 return Ok(s.clone());
             }
@@ -297,6 +300,7 @@ impl Reactor {
             control: AtomicU32::new(0),
             busy: std::sync::atomic::AtomicBool::new(false),
             cap: if self.waitv { PER_THREAD } else { 1 },
+            last_arm: Mutex::new(Some(Instant::now())),
         });
         let s = shard.clone();
         let waitv = self.waitv;
@@ -332,6 +336,38 @@ fn add(ts: libc::timespec, d: Duration) -> libc::timespec {
     libc::timespec {
         tv_sec: sec,
         tv_nsec: nsec,
+    }
+}
+
+/// How long a helper thread keeps looking at its words after a slot was armed, before it
+/// sleeps in the kernel. A peer that answers within it wakes the task with one thread
+/// wake-up (the executor's) instead of two (this thread's, then the executor's); the
+/// executor's thread is parked meanwhile, so this spends the core it left.
+const HELPER_SPIN: Duration = Duration::from_micros(50);
+
+/// Looks (under the lock, briefly, again and again) for a posted word or a changed set
+/// while a slot was armed less than [`HELPER_SPIN`] ago. True if something is there.
+fn spin_for_post(shard: &Shard, ctl: u32) -> bool {
+    let Some(armed) = *lock(&shard.last_arm) else {
+        return false;
+    };
+    loop {
+        if armed.elapsed() >= HELPER_SPIN {
+            return false;
+        }
+        for _ in 0..64 {
+            std::hint::spin_loop();
+        }
+        if shard.control.load(Ordering::SeqCst) != ctl {
+            return true;
+        }
+        let set = lock(&shard.slots);
+        if set
+            .iter()
+            .any(|s| s.word().load(crate::sync::Ordering::Relaxed) != 0)
+        {
+            return true;
+        }
     }
 }
 
@@ -397,6 +433,9 @@ fn run(shard: Arc<Shard>, waitv: bool) {
         }
         for w in wake.drain(..) {
             w.wake();
+        }
+        if words.len() > 1 && spin_for_post(&shard, ctl) {
+            continue;
         }
         if waitv {
             let deadline = next.map(|d| add(now_monotonic(), d));
