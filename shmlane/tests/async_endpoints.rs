@@ -615,18 +615,17 @@ fn readiness_fd_for_poll_loops() {
     // The epoll user's loop: wait for the fd, clear it, try again (a liveness tick also
     // makes it readable, so a wake-up may find nothing yet).
     let deadline = Instant::now() + Duration::from_secs(5);
-    let mut next =
-        |rx: &mut shmlane::spsc::AsyncConsumer| -> Result<Vec<u8>, shmlane::TryRecvError> {
-            loop {
-                match rx.try_recv() {
-                    Err(shmlane::TryRecvError::Empty) => {}
-                    other => return other.map(|m| m.to_vec()),
-                }
-                assert!(Instant::now() < deadline, "no progress within 5 s");
-                assert!(readable(fd, 5_000), "the fd did not become readable");
-                rx.clear_readiness();
+    let next = |rx: &mut shmlane::spsc::AsyncConsumer| -> Result<Vec<u8>, shmlane::TryRecvError> {
+        loop {
+            match rx.try_recv() {
+                Err(shmlane::TryRecvError::Empty) => {}
+                other => return other.map(|m| m.to_vec()),
             }
-        };
+            assert!(Instant::now() < deadline, "no progress within 5 s");
+            assert!(readable(fd, 5_000), "the fd did not become readable");
+            rx.clear_readiness();
+        }
+    };
     assert_eq!(next(&mut rx).unwrap(), b"ping");
     let tx = sender.join().unwrap();
     drop(tx);
