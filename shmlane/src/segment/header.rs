@@ -10,15 +10,10 @@ use std::mem::{align_of, size_of};
 use crossbeam_utils::CachePadded;
 use memoffset::offset_of;
 
-pub use super::validate::{
-    check_mpmc_geometry, check_spsc_geometry, validate, Geometry, Invalid, NameCheck, NotYet,
-    Snapshot,
-};
+pub use super::validate::{validate, Geometry, Invalid, NameCheck, Snapshot};
 use super::{Held, Segment};
 use crate::error::{Error, Result};
 pub use crate::sync::futex::SemCell;
-#[cfg(loom)]
-pub use crate::sync::futex::SPURIOUS_TIMEOUTS;
 
 /// The first eight bytes of every shmlane segment.
 pub const MAGIC: [u8; 8] = *b"SHMLANE\0";
@@ -41,7 +36,9 @@ pub const NAME_CAP: usize = crate::sync::sizes::NAME_CAP;
 /// longer names are cut. The comparison uses the hash of the whole name.
 /// (8 under loom.)
 pub const TYPE_NAME_CAP: usize = crate::sync::sizes::TYPE_NAME_CAP;
-/// `state` while the creator initialises the segment.
+/// `state` while the creator initialises the segment: the zero of fresh memory, never
+/// written (so an opener that sees anything but [`STATE_READY`] waits).
+#[allow(dead_code)] // named for the format's docs; fresh memory is already zero
 pub const STATE_INIT: u32 = 0;
 /// `state` once the segment is ready.
 pub const STATE_READY: u32 = 1;
@@ -186,7 +183,7 @@ pub struct Header {
     pub name_len: AtomicU32,
     /// The segment name, so a System V key collision is caught.
     pub name: [AtomicU8; NAME_CAP],
-    /// [`STATE_INIT`] then [`STATE_READY`] (stored with Release).
+    /// `STATE_INIT` then [`STATE_READY`] (stored with Release).
     pub state: AtomicU32,
     /// `FLAG_*` bits: how the segment's name is owned.
     pub flags: AtomicU32,
@@ -228,7 +225,7 @@ pub struct Header {
     pub type_schema: AtomicU32,
     /// Bytes of `type_name` in use.
     pub type_name_len: AtomicU32,
-    /// The type name's first [`TYPE_NAME_CAP`] bytes, for people (`inspect`).
+    /// The type name's first `TYPE_NAME_CAP` bytes, for people (`inspect`).
     pub type_name: [AtomicU8; TYPE_NAME_CAP],
 }
 
@@ -632,11 +629,6 @@ impl Mapped {
     /// The segment.
     pub fn segment(&self) -> &Segment {
         &self.seg
-    }
-
-    /// The segment, mutably.
-    pub fn segment_mut(&mut self) -> &mut Segment {
-        &mut self.seg
     }
 
     /// The endpoint registry entry `i` (`i < MAX_ENDPOINTS`).

@@ -37,7 +37,7 @@ pub struct Snapshot {
     pub layout_hash: u64,
     /// `kind`, raw.
     pub kind: u32,
-    /// `name_len`, raw (may exceed [`NAME_CAP`] in a corrupt header).
+    /// `name_len`, raw (may exceed `NAME_CAP` in a corrupt header).
     pub name_len: u32,
     /// The stored name's first `min(name_len, NAME_CAP)` bytes.
     pub name: Vec<u8>,
