@@ -717,6 +717,7 @@ fn child_fallback_mode() {
             }
         }
     });
+    let ticks_before = shmlane::wait::stats::async_tick_found();
     current_thread().block_on(async {
         for i in 0..5_000u32 {
             let m = rx.recv().await.unwrap();
@@ -725,6 +726,7 @@ fn child_fallback_mode() {
         assert!(matches!(rx.recv().await, Err(Error::Disconnected)));
     });
     t.join().unwrap();
+    assert_no_lost_wakeups(ticks_before);
     assert!(!shmlane::wait::stats::async_uses_futex_waitv());
     assert!(shmlane::wait::stats::async_helper_threads() >= 1);
 }
