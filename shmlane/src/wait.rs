@@ -133,9 +133,10 @@ pub mod stats {
         WOKEN.load(Ordering::Relaxed)
     }
 
-    /// Async waits that were woken by their liveness tick (not by a post) and then found
-    /// what they waited for. Each is a wake-up the post did not deliver, so tests expect
-    /// (almost) none: a post and a tick can race, very rarely.
+    /// Async waits that found what they waited for only when their liveness tick came
+    /// (the task polled by the tick, or the helper thread finding the post when its sleep
+    /// timed out instead of being woken by it). Each is a wake-up the post did not
+    /// deliver, so tests expect (almost) none: a post and a tick can race, very rarely.
     #[cfg(not(loom))]
     pub fn async_tick_found() -> u64 {
         TICK_FOUND.load(Ordering::Relaxed)

@@ -375,6 +375,9 @@ fn spin_for_post(shard: &Shard, ctl: u32) -> bool {
 fn run(shard: Arc<Shard>, waitv: bool) {
     let mut wake: Vec<Waker> = Vec::new();
     let mut words: Vec<FutexWaitv> = Vec::with_capacity(PER_THREAD + 1);
+    // The last sleep ended by its timeout: a post found now did not wake us (a lost
+    // futex wake-up that the tick made good; counted for the tests).
+    let mut timed_out = false;
     loop {
         let ctl = shard.control.load(Ordering::SeqCst);
         let now = Instant::now();
@@ -393,6 +396,9 @@ fn run(shard: Arc<Shard>, waitv: bool) {
                 if slot.take() {
                     // A post for us: the poster took our unit off the count.
                     stats::WOKEN.fetch_add(1, Ordering::Relaxed);
+                    if timed_out {
+                        stats::TICK_FOUND.fetch_add(1, Ordering::Relaxed);
+                    }
                     st.armed = false;
                     st.fired = true;
                     wake.extend(st.waker.clone());
@@ -434,6 +440,7 @@ fn run(shard: Arc<Shard>, waitv: bool) {
         for w in wake.drain(..) {
             w.wake();
         }
+        timed_out = false;
         if words.len() > 1 && spin_for_post(&shard, ctl) {
             continue;
         }
@@ -445,7 +452,7 @@ fn run(shard: Arc<Shard>, waitv: bool) {
             // since (its mapping gone) at worst makes the call fail with EFAULT or wait on
             // a stale address until the control word or the tick ends it. The timeout, if
             // any, is a live timespec (absolute, CLOCK_MONOTONIC).
-            unsafe {
+            let r = unsafe {
                 libc::syscall(
                     libc::SYS_futex_waitv,
                     words.as_ptr(),
@@ -457,6 +464,7 @@ fn run(shard: Arc<Shard>, waitv: bool) {
                     libc::CLOCK_MONOTONIC,
                 )
             };
+            timed_out = r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ETIMEDOUT);
         } else {
             // One word at most: the slot's while there is one, else the control word.
             let (addr, val, op) = match words.get(1) {
@@ -473,7 +481,7 @@ fn run(shard: Arc<Shard>, waitv: bool) {
             });
             // SAFETY: as above: the address is our control word or a slot's futex word
             // (kept mapped by the slot's Arc while it is in the set); a relative timeout.
-            unsafe {
+            let r = unsafe {
                 libc::syscall(
                     libc::SYS_futex,
                     addr as *const u32,
@@ -485,6 +493,7 @@ fn run(shard: Arc<Shard>, waitv: bool) {
                     0u32,
                 )
             };
+            timed_out = r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ETIMEDOUT);
             shard.busy.store(false, Ordering::Release);
         }
     }
