@@ -263,6 +263,8 @@ impl RateLimit {
     /// execution and needs the same steps every time).
     pub(crate) fn due(&mut self) -> bool {
         if cfg!(loom) {
+            // Models have no clock: a wall-clock rate limit would make an execution depend
+            // on how fast the machine ran it (loom: "is the model fully deterministic?").
             return true;
         }
         let now = Instant::now();
