@@ -37,6 +37,11 @@ pub(crate) struct CatArgs {
     /// goes in chunks of up to this many bytes.
     #[arg(long, value_name = "BYTES", conflicts_with = "from", value_parser = crate::parse_size)]
     max_message: Option<usize>,
+    /// With --to: make (or open) a broadcast ring instead of an SPSC ring, so several
+    /// `cat --from` readers each get the whole stream (Block mode; a reader that stops
+    /// reading is cut loose after 500 ms). `--from` finds the kind by itself.
+    #[arg(long, conflicts_with = "from")]
+    broadcast: bool,
     /// How long --from waits for NAME to appear, and --to for a reader to attach, in
     /// seconds (0: forever).
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
@@ -202,7 +207,88 @@ pub(crate) fn send_lines(tx: &mut Producer, reader: &mut ReaderWatch) -> Result<
     }
 }
 
+/// `cat --to NAME --broadcast`: publish stdin on a broadcast ring; every `cat --from`
+/// attached reads all of it. Nobody waits for readers: what is published before a reader
+/// attaches is in the ring for `StartAt::Oldest` while it lasts.
+fn cat_to_broadcast(name: &str, a: &CatArgs) -> Result<(), CatError> {
+    use shmlane::broadcast::Publisher;
+    let mut opts = Options::new().capacity(a.capacity.unwrap_or(shmlane::DEFAULT_CAPACITY));
+    if let Some(m) = a.max_message {
+        opts = opts.max_message(m);
+    }
+    let mut p = Publisher::create_or_open(name, &opts)?;
+    if a.lines {
+        let mut stdin = io::stdin().lock();
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if stdin.read_until(b'\n', &mut line).map_err(stdin_error)? == 0 {
+                return Ok(());
+            }
+            if line.last() == Some(&b'\n') {
+                line.pop();
+            }
+            p.send(&line)?;
+        }
+    }
+    let max = p.max_message();
+    let mut stdin = io::stdin().lock();
+    let mut buf = vec![0u8; max];
+    loop {
+        let n = match stdin.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(stdin_error(e)),
+        };
+        p.send(&buf[..n])?;
+    }
+}
+
+/// `cat --from` on a broadcast ring: subscribe (from the oldest message still in it), write
+/// every message; a lap is reported on stderr and reading goes on.
+fn cat_from_broadcast(name: &str, lines: bool) -> Result<(), CatError> {
+    use shmlane::broadcast::{StartAt, Subscriber};
+    let mut rx = Subscriber::open(name, StartAt::Oldest)?;
+    let fd = io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(stdout_error)?;
+    let mut out = BufWriter::with_capacity(64 << 10, File::from(fd));
+    loop {
+        let r = match rx.try_recv() {
+            Err(Error::Empty) => {
+                out.flush().map_err(stdout_error)?;
+                rx.recv().map(|m| m.to_vec())
+            }
+            r => r.map(|m| m.to_vec()),
+        };
+        match r {
+            Ok(m) => {
+                out.write_all(&m).map_err(stdout_error)?;
+                if lines {
+                    out.write_all(b"\n").map_err(stdout_error)?;
+                }
+            }
+            Err(Error::Lapped { missed }) => {
+                eprintln!(
+                    "shmlane: {name}: the publisher lapped this reader, {missed} messages lost"
+                )
+            }
+            Err(Error::Disconnected) => break,
+            Err(e) => {
+                out.flush().map_err(stdout_error)?;
+                return Err(CatError::Msg(cli_message(&e)));
+            }
+        }
+    }
+    out.flush().map_err(stdout_error)
+}
+
 pub(crate) fn cat_to(name: &str, a: &CatArgs, wait_for: Option<Duration>) -> Result<(), CatError> {
+    if a.broadcast {
+        return cat_to_broadcast(name, a);
+    }
     let mut opts = Options::new().capacity(a.capacity.unwrap_or(shmlane::DEFAULT_CAPACITY));
     if let Some(m) = a.max_message {
         opts = opts.max_message(m);
@@ -252,6 +338,9 @@ pub(crate) fn cat_from(
     let mut rx = loop {
         match Consumer::open(name) {
             Ok(c) => break c,
+            Err(Error::KindMismatch {
+                found: "broadcast", ..
+            }) => return cat_from_broadcast(name, lines),
             Err(e @ (Error::NotFound { .. } | Error::NotReady { .. })) => {
                 if let Some(limit) = wait_for.filter(|l| start.elapsed() >= *l) {
                     return Err(CatError::Msg(format!(

@@ -826,3 +826,68 @@ fn inspect_shows_broadcast_cursors() {
     let e = ls_entry(&name).expect("listed");
     assert_eq!(e["kind"], "broadcast");
 }
+
+/// Issue #13: `cat --from` on a broadcast ring subscribes (two readers each get the whole
+/// stream), and `cat --to --broadcast` publishes stdin on one.
+#[test]
+fn cat_taps_a_broadcast_ring() {
+    use shmlane::broadcast::{Publisher, StartAt, Subscriber};
+    let name = TestName::new("cli-cat-bc");
+    let mut p = Publisher::create(&name, &Options::new().capacity(64 << 10)).unwrap();
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            Command::new(BIN)
+                .args(["cat", "--from", &name, "--lines"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn shmlane cat")
+        })
+        .collect();
+    let t0 = Instant::now();
+    while p.subscribers() < 2 {
+        assert!(t0.elapsed() < LIMIT, "the cat readers did not subscribe");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for i in 0..100 {
+        p.send(format!("line {i}").as_bytes()).unwrap();
+    }
+    drop(p);
+    let want: String = (0..100).map(|i| format!("line {i}\n")).collect();
+    for r in readers {
+        let o = finish(r, LIMIT);
+        assert!(o.status.success(), "{}", show(&o));
+        assert_eq!(text(&o.stdout), want);
+    }
+
+    // --to --broadcast: stdin, line by line, to a subscriber.
+    let name = TestName::new("cli-cat-bc-to");
+    let mut to = Command::new(BIN)
+        .args(["cat", "--to", &name, "--broadcast", "--lines"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn shmlane cat --to");
+    let t0 = Instant::now();
+    let mut s = loop {
+        match Subscriber::open(&name, StartAt::Oldest) {
+            Ok(s) => break s,
+            Err(_) if t0.elapsed() < LIMIT => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let mut stdin = to.stdin.take().unwrap();
+    stdin.write_all(b"alpha\nbeta\ngamma\n").unwrap();
+    drop(stdin);
+    for want in ["alpha", "beta", "gamma"] {
+        assert_eq!(&s.recv().unwrap()[..], want.as_bytes());
+    }
+    assert!(matches!(
+        s.recv_timeout(Duration::from_secs(10)),
+        Err(shmlane::Error::Disconnected)
+    ));
+    let o = finish(to, LIMIT);
+    assert!(o.status.success(), "{}", show(&o));
+}
