@@ -80,6 +80,11 @@ fn spsc_ops() {
 }
 
 #[test]
+fn broadcast_ops() {
+    replay("broadcast_ops", shmlane_fuzz::broadcast_ops);
+}
+
+#[test]
 fn mpmc_ops() {
     replay("mpmc_ops", shmlane_fuzz::mpmc_ops);
 }
