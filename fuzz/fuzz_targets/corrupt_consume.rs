@@ -1,8 +1,8 @@
-//! `cargo +nightly fuzz run corrupt_consume`: see `shmlane::fuzzing::corrupt_consume`.
+//! `cargo +nightly fuzz run corrupt_consume`: see `shmlane_fuzz::corrupt_consume`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    shmlane::fuzzing::corrupt_consume(data);
+    shmlane_fuzz::corrupt_consume(data);
 });

@@ -1,8 +1,8 @@
-//! `cargo +nightly fuzz run mpmc_ops`: see `shmlane::fuzzing::mpmc_ops`.
+//! `cargo +nightly fuzz run mpmc_ops`: see `shmlane_fuzz::mpmc_ops`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    shmlane::fuzzing::mpmc_ops(data);
+    shmlane_fuzz::mpmc_ops(data);
 });

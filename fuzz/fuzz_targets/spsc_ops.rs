@@ -1,8 +1,8 @@
-//! `cargo +nightly fuzz run spsc_ops`: see `shmlane::fuzzing::spsc_ops`.
+//! `cargo +nightly fuzz run spsc_ops`: see `shmlane_fuzz::spsc_ops`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    shmlane::fuzzing::spsc_ops(data);
+    shmlane_fuzz::spsc_ops(data);
 });

@@ -336,8 +336,8 @@ fn bridged(a: &zenoh::Session, b: &zenoh::Session, key: &str, size: usize, n: u6
     let (count, end) = consumer.join().map_err(|_| "consumer panicked")??;
     let out = out_thread.join().map_err(|_| "out panicked")?;
     let inn = in_thread.join().map_err(|_| "in panicked")?;
-    let _ = shmlane::segment::Segment::remove(&ra);
-    let _ = shmlane::segment::Segment::remove(&rb);
+    let _ = shmlane::inspect::remove(&ra, false);
+    let _ = shmlane::inspect::remove(&rb, false);
     out.map_err(|e| e.to_string())?;
     let s = inn.map_err(|e| e.to_string())?;
     if count != n + 1 || s.gaps != 0 {

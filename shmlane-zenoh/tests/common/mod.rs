@@ -41,8 +41,8 @@ impl std::ops::Deref for TestName {
 
 impl Drop for TestName {
     fn drop(&mut self) {
-        let _ = shmlane::segment::Segment::remove(&self.0);
-        let _ = shmlane::segment::Segment::remove(&self.0);
+        let _ = shmlane::format::Segment::remove(&self.0);
+        let _ = shmlane::format::Segment::remove(&self.0);
         let _ = std::fs::remove_file(format!("/dev/shm{}", self.0));
     }
 }
