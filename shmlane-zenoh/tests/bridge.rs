@@ -86,8 +86,8 @@ fn tag(seed: u64, i: u64) -> u32 {
     (Rng(seed.rotate_left(17) ^ i | 1).next() >> 32) as u32
 }
 
-/// Messages of random sizes (0 and the max included) and random tags, over a unix socket:
-/// every one arrives with its tag and exact length, in order, then Disconnected.
+/// Messages of random sizes (0 and the max included) and random tags, over a unix socket,
+/// with `out` started before `in`: every one arrives with its tag and exact length, in order, then Disconnected.
 #[test]
 fn tags_and_message_boundaries_cross() {
     const N: u64 = 20_000;
@@ -99,12 +99,20 @@ fn tags_and_message_boundaries_cross() {
     let opts = Options::new().capacity(1 << 20).max_message(64 << 10);
     let max = 64 << 10;
     let mut tx = Producer::create(&a, &opts).unwrap();
+    // The start-up race: `out` starts first and finds messages in its ring with nobody to
+    // publish them to (`in` is not even listening yet); it must not publish into the void.
+    let mut outa = out(&a, &key, &["--connect", &ep]);
+    let producer = std::thread::spawn(move || {
+        for i in 0..N {
+            tx.send_tagged(tag(seed, i), &body(seed, i, max)).unwrap();
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
     let mut inb = inn(
         &b,
         &key,
         &["--listen", &ep, "--capacity", "1M", "--max-message", "64K"],
     );
-    let mut outa = out(&a, &key, &["--connect", &ep]);
     let b2 = b.0.clone();
     let reader = std::thread::spawn(move || {
         let mut rx = Consumer::open_timeout(&b2, LIMIT).unwrap();
@@ -123,13 +131,12 @@ fn tags_and_message_boundaries_cross() {
             }
         }
     });
-    for i in 0..N {
-        tx.send_tagged(tag(seed, i), &body(seed, i, max)).unwrap();
-    }
-    drop(tx);
+    // The reader first: if it fails, the producer may be blocked for good (its ring full,
+    // nobody draining it); the test fails at once and the bridges are killed on drop.
+    assert_eq!(reader.join().expect("the reader failed"), N);
+    producer.join().unwrap();
     outa.expect_success();
     inb.expect_success();
-    assert_eq!(reader.join().unwrap(), N);
     assert!(
         inb.stderr().contains(&format!("{N} messages")),
         "{}",
