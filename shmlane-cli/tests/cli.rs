@@ -348,6 +348,61 @@ fn a_truncated_segment_is_described_not_trusted() {
     assert!(o.status.success(), "{}", show(&o));
 }
 
+/// A segment its owner keeps shrinking and growing back while `inspect`, `ls` and `clean`
+/// look at it: they never fault (a mapped file shrunk under a reader raises `SIGBUS`);
+/// each run ends with an exit code and says what it saw.
+#[test]
+fn a_segment_shrinking_while_looked_at_never_faults() {
+    use std::os::unix::fs::FileExt;
+    let name = TestName::new("cli-shrinking");
+    let opts = Options::new()
+        .capacity(64 << 10)
+        .max_message(1000)
+        .persist(true);
+    {
+        let mut tx = Producer::create(&name, &opts).unwrap();
+        for i in 0..2000u32 {
+            // Small records: `inspect` walks them all to count what is unread.
+            if tx.try_send_tagged(i, &[7u8; 8]).is_err() {
+                break;
+            }
+        }
+    }
+    let path = dev_shm_path(&name);
+    let whole = std::fs::read(&path).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let owner = {
+        let (stop, path, whole) = (stop.clone(), path.clone(), whole.clone());
+        std::thread::spawn(move || {
+            let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                file.set_len(100).unwrap();
+                file.set_len(whole.len() as u64).unwrap();
+                file.write_all_at(&whole, 0).unwrap();
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut runs = 0;
+    while Instant::now() < deadline || runs < 30 {
+        for args in [
+            &["inspect", name.as_str()][..],
+            &["ls"][..],
+            &["clean", "--dry-run"][..],
+        ] {
+            let o = run(args);
+            assert!(
+                o.status.code().is_some(),
+                "shmlane {args:?} died by a signal: {}",
+                show(&o)
+            );
+        }
+        runs += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    owner.join().unwrap();
+}
+
 #[test]
 fn rm_removes_shmlane_segments_and_refuses_foreign_ones() {
     let posix = TestName::new("cli-rm-posix");

@@ -12,6 +12,7 @@
 //! every endpoint is dropped: each name it created is removed, or, when it holds messages
 //! nobody has read yet, left `pending` for a reader, who removes it once drained
 //! (`shmlane cat --from /ticker` does).
+#![allow(clippy::disallowed_types)] // an application's own flag; the library's clippy.toml keeps std atomics out of its ring code
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

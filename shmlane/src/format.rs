@@ -4,16 +4,31 @@
 //! part of the stable API: a user of the library never needs it.
 //!
 //! - the header: [`Header`] (every field's offset via `memoffset::offset_of!`), its
-//!   constants ([`MAGIC`], [`VERSION`], [`HEADER_SIZE`], ...), [`layout_hash`], the
-//!   registry word helpers ([`split_word`], [`make_word`], `EP_*`, `ROLE_*`);
-//! - validation: `Mapped`, `Invalid`, `Geometry`, the geometry checks;
-//! - segments: [`Segment`] (create, open, read-only opens, removal), [`validate_name`],
+//!   constants ([`MAGIC`], [`VERSION`], [`HEADER_SIZE`], [`STATE_READY`],
+//!   [`MAX_ENDPOINTS`]), [`layout_hash`], the registry ([`Endpoint`], [`EP_ATTACHED`],
+//!   the SPSC roles [`SPSC_PRODUCER`], [`SPSC_CONSUMER`]);
+//! - validation: [`validate`] of a [`Snapshot`] against a [`NameCheck`], the same
+//!   function every opener runs;
+//! - segments: [`Segment`] (create, open, read-only looks, removal), [`validate_name`],
 //!   [`sysv_key`];
-//! - record sizes: [`record_size`], [`RECORD_HEADER`], [`SLOT_HEADER`];
-//! - process identity: [`process_alive`], [`self_start_time`], [`proc_stat`];
+//! - record sizes: [`record_size`], [`RECORD_HEADER`], [`RECORD_ALIGN`], [`SLOT_HEADER`],
+//!   [`SLOT_ALIGN`];
+//! - process identity: [`process_alive`], [`self_start_time`];
 //! - [`copy_bytes`], the ring's payload copy (benchmarked by `benches/copy.rs`).
 
 pub use crate::ring::copy::{copy_bytes, VECTOR_COPY_MIN};
-pub use crate::ring::{record_size, RECORD_ALIGN, RECORD_HEADER, SLOT_ALIGN, SLOT_HEADER};
-pub use crate::segment::header::*;
+pub use crate::segment::header::{
+    layout_hash, process_alive, self_start_time, Endpoint, Header, EP_ATTACHED, HEADER_SIZE, MAGIC,
+    MAX_ENDPOINTS, SPSC_CONSUMER, SPSC_PRODUCER, STATE_READY, VERSION,
+};
+pub use crate::segment::layout::{
+    record_size, RECORD_ALIGN, RECORD_HEADER, SLOT_ALIGN, SLOT_HEADER,
+};
+pub use crate::segment::validate::{validate, NameCheck, Snapshot};
 pub use crate::segment::{sysv_key, validate_name, Segment};
+pub use crate::Kind;
+
+/// Under loom: waits on the model semaphores that end by a timeout first (see the loom
+/// models in `tests/loom.rs`).
+#[cfg(loom)]
+pub use crate::sync::futex::SPURIOUS_TIMEOUTS;

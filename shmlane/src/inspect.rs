@@ -201,7 +201,7 @@ pub struct Fields {
     pub creator_pid: Option<u32>,
     /// `name_len`: bytes of the stored name.
     pub name_len: Option<u32>,
-    /// The stored name (lossy UTF-8, at most [`NAME_CAP`] bytes).
+    /// The stored name (lossy UTF-8, at most `NAME_CAP` bytes).
     pub stored_name: Option<String>,
     /// `state`: 0 while the creator initialises, 1 once ready.
     pub state: Option<u32>,
@@ -234,7 +234,7 @@ pub struct Fields {
     pub type_align: Option<u32>,
     /// `type_schema`: typed channels, the schema version.
     pub type_schema: Option<u32>,
-    /// The stored type name (lossy UTF-8, at most [`TYPE_NAME_CAP`] bytes).
+    /// The stored type name (lossy UTF-8, at most `TYPE_NAME_CAP` bytes).
     pub type_name: Option<String>,
 }
 
@@ -1131,6 +1131,7 @@ pub fn human_bytes(n: u64) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_types)] // test-local counters
 mod tests {
     use super::*;
     use crate::channel;

@@ -49,9 +49,9 @@
 //!   touching the pages past the new end raises `SIGBUS` in every process that maps it.
 //!   Only segments made by processes you trust, with a mode that keeps others out
 //!   (`Options::mode`, default `0o600`), are safe from that. `shmlane ls`, `inspect` and
-//!   `clean` map a segment at the size it has when they open it, so a file truncated
-//!   before that is described, not trusted; one shrunk while they read it can still make
-//!   them fault.
+//!   `clean` never map a POSIX segment (they read a copy of its header and the file with
+//!   `pread`), so a file truncated before or while they look is described, not trusted,
+//!   and cannot make them fault.
 #![deny(missing_docs, unsafe_op_in_unsafe_fn)]
 #![cfg(target_os = "linux")]
 

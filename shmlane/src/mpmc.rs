@@ -40,6 +40,8 @@
 
 use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};
+#[allow(clippy::disallowed_types)]
+// process-local: a handle's wait strategy and slow-path clock
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc as StdArc;
 use std::time::{Duration, Instant};
@@ -69,6 +71,7 @@ fn mpmc_geometry(opts: &Options) -> Result<Geometry> {
 }
 
 /// One registered endpoint, shared by all clones of a `Sender` or `Receiver`.
+#[allow(clippy::disallowed_types)] // `wait`, `last_slow`: process-local
 struct Endpoint {
     ring: MpmcRing,
     shared: StdArc<Mapped>,
@@ -85,6 +88,7 @@ struct Endpoint {
 }
 
 impl Endpoint {
+    #[allow(clippy::disallowed_types)] // process-local `wait`, `last_slow`
     fn attach(mapped: StdArc<Mapped>, role: u32) -> Result<Arc<Endpoint>> {
         let me = Me::get();
         // Entries never used or closed cleanly first, so that a dead holder's entry stays

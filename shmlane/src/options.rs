@@ -7,8 +7,7 @@ use crate::wait::Wait;
 
 /// The default data capacity of a ring: 1 MiB.
 pub const DEFAULT_CAPACITY: usize = 1 << 20;
-/// The smallest data capacity a ring can have.
-pub const MIN_CAPACITY: usize = 64;
+pub use crate::segment::layout::{MAX_MESSAGE_LIMIT, MIN_CAPACITY};
 /// The largest data capacity a ring can have (1 TiB).
 pub const MAX_CAPACITY: usize = 1 << 40;
 /// The default slot count of an MPMC ring.
@@ -20,8 +19,6 @@ pub const DEFAULT_SLOT_SIZE: usize = 1024;
 pub const MAX_SLOTS: usize = 1 << 30;
 /// The largest `max_message` of an MPMC ring (16 MiB).
 pub const MAX_MPMC_MESSAGE: usize = 16 << 20;
-/// The largest `max_message` any ring accepts (record lengths keep their top bit as a flag).
-pub const MAX_MESSAGE_LIMIT: usize = (1 << 31) - 1;
 
 /// How to create a channel: capacity, message limit, backing, permissions and wait strategy.
 ///

@@ -5,6 +5,8 @@
 //! parent can kill it at exactly that step). Unarmed, a point costs one relaxed load of a
 //! process-global word, and the points sit only where a claimer has just won a slot.
 
+#![allow(clippy::disallowed_types)] // process-local pause points, not shared state
+
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 

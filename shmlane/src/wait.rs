@@ -12,9 +12,9 @@
 //!
 //! Where the kernel offers `membarrier(2)`, the waker's fence is only a compiler barrier
 //! and the sleeper issues a global expedited membarrier before it sleeps instead (see
-//! `ring::barrier`): the message path then has no fence at all.
+//! `sync::barrier`): the message path then has no fence at all.
 
-use std::sync::atomic::{compiler_fence, AtomicU64};
+use std::sync::atomic::compiler_fence;
 
 use crate::sync::{fence, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use crossbeam_utils::Backoff;
 
 use crate::error::{Error, Result};
-use crate::ring::barrier;
-use crate::segment::header::SemCell;
+use crate::sync::barrier;
+use crate::sync::futex::SemCell;
 
 /// How an endpoint waits when the ring is full (producer) or empty (consumer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -103,8 +103,10 @@ pub(crate) const SLICE: Duration = Duration::from_millis(50);
 
 /// Counts of sleeps and wake-ups (this process), so tests and benchmarks can show that
 /// no system call is made per message.
+#[allow(clippy::disallowed_types)] // process-local statistics, not shared state
 pub mod stats {
     use super::*;
+    use std::sync::atomic::AtomicU64;
 
     pub(super) static SLEEPS: AtomicU64 = AtomicU64::new(0);
     pub(super) static POSTS: AtomicU64 = AtomicU64::new(0);
@@ -281,10 +283,7 @@ pub(crate) fn wait_until<T>(
                 }
             }
             Wait::Yield => {
-                #[cfg(loom)]
-                crate::sync::spin_hint();
-                #[cfg(not(loom))]
-                std::thread::yield_now();
+                crate::sync::yield_now();
                 polls = polls.wrapping_add(1);
                 if polls % 16 != 0 {
                     continue;

@@ -2,6 +2,7 @@
 //! its reader attaches leaves the name (and the messages) for the reader, who removes it
 //! once it has drained them; a creator only ever removes its own segment; `open_timeout`
 //! waits for a name to appear.
+#![allow(clippy::disallowed_types)] // a test's own stop flag
 
 mod common;
 

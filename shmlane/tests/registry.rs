@@ -1,6 +1,7 @@
 //! The registry's liveness is the kernel's word, not a pid's: an entry that names a live
 //! pid but whose holder is gone is dead, and one held by a live endpoint is alive, on
 //! both backings.
+#![allow(clippy::disallowed_types)] // a test writing a header field from outside, as a peer would
 
 mod common;
 

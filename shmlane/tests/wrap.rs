@@ -15,6 +15,7 @@
 //! Only non-blocking calls are used on one thread; the calls that can wait (`send_batch`,
 //! `recv_batch`) are used only when the test knows they need not, and are guarded so that
 //! a bug makes them fail instead of hang.
+#![allow(clippy::disallowed_types)] // test-local flags and counters
 
 mod common;
 

@@ -7,12 +7,14 @@
 //! module copies with 32-byte AVX2 loads and stores instead, which run at full speed at
 //! every distance; small payloads and machines without AVX2 use `memcpy`.
 
+#[allow(clippy::disallowed_types)] // a process-local cache of a CPU feature
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Payloads of at least this many bytes take the vector loop.
 pub const VECTOR_COPY_MIN: usize = 1024;
 
 /// 0 unknown, 1 AVX2 available, 2 not.
+#[allow(clippy::disallowed_types)] // process-local
 static AVX2: AtomicU8 = AtomicU8::new(0);
 
 #[inline]

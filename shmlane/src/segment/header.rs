@@ -10,12 +10,10 @@ use std::mem::{align_of, size_of};
 use crossbeam_utils::CachePadded;
 use memoffset::offset_of;
 
-pub use super::validate::{
-    check_mpmc_geometry, check_spsc_geometry, validate, Geometry, Invalid, NameCheck, NotYet,
-    Snapshot,
-};
+pub use super::validate::{validate, Geometry, Invalid, NameCheck, Snapshot};
 use super::{Held, Segment};
 use crate::error::{Error, Result};
+pub use crate::sync::futex::SemCell;
 
 /// The first eight bytes of every shmlane segment.
 pub const MAGIC: [u8; 8] = *b"SHMLANE\0";
@@ -26,31 +24,21 @@ pub const MAGIC: [u8; 8] = *b"SHMLANE\0";
 /// claim word before writing it (a version-2 peer writes before owning).
 pub const VERSION: u32 = 3;
 /// Bytes reserved for the header; the data area starts here (one page).
-#[cfg(not(loom))]
-pub const HEADER_SIZE: usize = 4096;
-/// Bytes reserved for the header (loom's atomics are larger).
-#[cfg(loom)]
-pub const HEADER_SIZE: usize = 1 << 16;
+/// (64 KiB under loom, whose atomics are larger: see `sync::sizes`.)
+pub const HEADER_SIZE: usize = crate::sync::sizes::HEADER_SIZE;
 /// Endpoint slots in the registry.
-#[cfg(not(loom))]
-pub const MAX_ENDPOINTS: usize = 64;
-/// Endpoint slots in the registry (few, under loom).
-#[cfg(loom)]
-pub const MAX_ENDPOINTS: usize = 4;
+/// (4 under loom.)
+pub const MAX_ENDPOINTS: usize = crate::sync::sizes::MAX_ENDPOINTS;
 /// Longest name stored in the header.
-#[cfg(not(loom))]
-pub const NAME_CAP: usize = 256;
-/// Longest name stored in the header (short, under loom).
-#[cfg(loom)]
-pub const NAME_CAP: usize = 32;
+/// (32 under loom.)
+pub const NAME_CAP: usize = crate::sync::sizes::NAME_CAP;
 /// Bytes of a typed channel's type name kept in the header, for display (`inspect`);
 /// longer names are cut. The comparison uses the hash of the whole name.
-#[cfg(not(loom))]
-pub const TYPE_NAME_CAP: usize = 128;
-/// Bytes of the type name kept in the header (short, under loom).
-#[cfg(loom)]
-pub const TYPE_NAME_CAP: usize = 8;
-/// `state` while the creator initialises the segment.
+/// (8 under loom.)
+pub const TYPE_NAME_CAP: usize = crate::sync::sizes::TYPE_NAME_CAP;
+/// `state` while the creator initialises the segment: the zero of fresh memory, never
+/// written (so an opener that sees anything but [`STATE_READY`] waits).
+#[allow(dead_code)] // named for the format's docs; fresh memory is already zero
 pub const STATE_INIT: u32 = 0;
 /// `state` once the segment is ready.
 pub const STATE_READY: u32 = 1;
@@ -92,78 +80,6 @@ impl Kind {
             Kind::Spsc => "spsc",
             Kind::Mpmc => "mpmc",
         }
-    }
-}
-
-/// A process-shared counting semaphore living in the header: a count and a futex on it.
-///
-/// It does the job of a process-shared POSIX `sem_t`, but every state of it is harmless:
-/// glibc's semaphore functions abort the process when a hostile peer writes garbage into a
-/// `sem_t` (a futex error they do not expect), while here a garbage count only causes a
-/// spurious wake-up, after which the caller re-checks its condition.
-#[cfg(not(loom))]
-#[repr(C)]
-pub struct SemCell {
-    count: AtomicU32,
-}
-
-/// Under loom: a counting semaphore built from loom's mutex and condvar, so the model
-/// checker sees every wait and post.
-#[cfg(loom)]
-pub struct SemCell {
-    count: loom::sync::Mutex<u32>,
-    cv: loom::sync::Condvar,
-    /// Waits still to end by a (spurious) timeout, taken from [`SPURIOUS_TIMEOUTS`] when
-    /// the cell is made.
-    spurious: AtomicU32,
-}
-
-#[cfg(loom)]
-thread_local! {
-    /// Under loom: how many waits on each semaphore of the model channels made on this
-    /// (test) thread end by a timeout before any post (a sleeper's slice running out
-    /// while the waker is on its way), so the models cover the sleeper taking itself off
-    /// the count while a waker posts. loom runs a model on the thread that starts it.
-    pub static SPURIOUS_TIMEOUTS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-}
-
-#[cfg(loom)]
-impl SemCell {
-    fn new() -> SemCell {
-        SemCell {
-            count: loom::sync::Mutex::new(0),
-            cv: loom::sync::Condvar::new(),
-            spurious: AtomicU32::new(SPURIOUS_TIMEOUTS.with(|c| c.get())),
-        }
-    }
-
-    /// Adds one to the count and wakes one waiter.
-    pub fn post(&self) {
-        *self.count.lock().unwrap() += 1;
-        self.cv.notify_one();
-    }
-
-    /// Waits until the count is non-zero and takes one. Loom has no clock, so there is
-    /// no timeout: a lost wake-up shows up as a deadlock the model checker reports.
-    pub fn wait_for(&self, _timeout: std::time::Duration) -> bool {
-        let left = self.spurious.load(Ordering::Relaxed);
-        if left > 0 {
-            // The slice ran out first: no count taken, whatever a waker is doing.
-            self.spurious.store(left - 1, Ordering::Relaxed);
-            return false;
-        }
-        let mut n = self.count.lock().unwrap();
-        while *n == 0 {
-            n = self.cv.wait(n).unwrap();
-        }
-        *n -= 1;
-        true
-    }
-}
-
-impl std::fmt::Debug for SemCell {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SemCell").finish_non_exhaustive()
     }
 }
 
@@ -267,7 +183,7 @@ pub struct Header {
     pub name_len: AtomicU32,
     /// The segment name, so a System V key collision is caught.
     pub name: [AtomicU8; NAME_CAP],
-    /// [`STATE_INIT`] then [`STATE_READY`] (stored with Release).
+    /// `STATE_INIT` then [`STATE_READY`] (stored with Release).
     pub state: AtomicU32,
     /// `FLAG_*` bits: how the segment's name is owned.
     pub flags: AtomicU32,
@@ -287,7 +203,7 @@ pub struct Header {
     pub data_sem: CachePadded<SemCell>,
     /// Posted to wake a producer.
     pub space_sem: CachePadded<SemCell>,
-    /// Non-zero once any endpoint wakes with light barriers (see `ring::barrier`):
+    /// Non-zero once any endpoint wakes with light barriers (see `sync::barrier`):
     /// sleepers must then issue the heavy barrier before they sleep.
     pub light_wakers: AtomicU32,
     /// MPMC: endpoints attached and not cleanly closed, `[senders, receivers]` (a dead
@@ -309,7 +225,7 @@ pub struct Header {
     pub type_schema: AtomicU32,
     /// Bytes of `type_name` in use.
     pub type_name_len: AtomicU32,
-    /// The type name's first [`TYPE_NAME_CAP`] bytes, for people (`inspect`).
+    /// The type name's first `TYPE_NAME_CAP` bytes, for people (`inspect`).
     pub type_name: [AtomicU8; TYPE_NAME_CAP],
 }
 
@@ -440,9 +356,9 @@ pub fn layout_hash() -> u64 {
         offset_of!(Header, type_name) as u64,
         TYPE_NAME_CAP as u64,
         HEADER_SIZE as u64,
-        crate::ring::RECORD_HEADER as u64,
-        crate::ring::RECORD_ALIGN as u64,
-        crate::ring::SLOT_HEADER as u64,
+        super::layout::RECORD_HEADER as u64,
+        super::layout::RECORD_ALIGN as u64,
+        super::layout::SLOT_HEADER as u64,
         u64::from(VERSION),
     ];
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -551,8 +467,7 @@ pub struct Mapped {
     geometry: Geometry,
     /// Under loom: one tracker per 8 bytes of the data area, standing for the raw record
     /// headers and payloads loom cannot see (see [`Mapped::track_write`]).
-    #[cfg(loom)]
-    words: Vec<crate::sync::Bytes>,
+    words: crate::sync::Tracked,
 }
 
 impl Mapped {
@@ -568,10 +483,7 @@ impl Mapped {
         let mapped = Mapped {
             seg,
             geometry,
-            #[cfg(loom)]
-            words: (0..geometry.capacity.div_ceil(8))
-                .map(|_| crate::sync::Bytes::new())
-                .collect(),
+            words: crate::sync::Tracked::new(geometry.capacity),
         };
         let h = mapped.header();
         let g = &mapped.geometry;
@@ -658,8 +570,7 @@ impl Mapped {
         Ok(Mapped {
             seg,
             geometry,
-            #[cfg(loom)]
-            words: Vec::new(),
+            words: crate::sync::Tracked::none(),
         })
     }
 
@@ -668,24 +579,14 @@ impl Mapped {
     /// ordering, a record read before it is published) fails the model. Normally nothing.
     #[inline(always)]
     pub(crate) fn track_write(&self, off: usize, len: usize) {
-        #[cfg(loom)]
-        for w in self.words.iter().skip(off / 8).take(len.div_ceil(8).max(1)) {
-            w.write();
-        }
-        #[cfg(not(loom))]
-        let _ = (off, len);
+        self.words.write(off, len);
     }
 
     /// Under loom, records that bytes `off .. off + len` of the data area are about to be
     /// read (see [`track_write`](Self::track_write)). Normally nothing.
     #[inline(always)]
     pub(crate) fn track_read(&self, off: usize, len: usize) {
-        #[cfg(loom)]
-        for w in self.words.iter().skip(off / 8).take(len.div_ceil(8).max(1)) {
-            w.read();
-        }
-        #[cfg(not(loom))]
-        let _ = (off, len);
+        self.words.read(off, len);
     }
 
     /// The header.
@@ -728,11 +629,6 @@ impl Mapped {
     /// The segment.
     pub fn segment(&self) -> &Segment {
         &self.seg
-    }
-
-    /// The segment, mutably.
-    pub fn segment_mut(&mut self) -> &mut Segment {
-        &mut self.seg
     }
 
     /// The endpoint registry entry `i` (`i < MAX_ENDPOINTS`).
@@ -871,59 +767,5 @@ pub fn process_alive(pid: i32, start_time: u64) -> bool {
         Some((state, start)) => {
             !matches!(state, 'Z' | 'X' | 'x') && (start_time == 0 || start == start_time)
         }
-    }
-}
-
-#[cfg(not(loom))]
-impl SemCell {
-    fn futex(&self, op: libc::c_int, val: u32, timeout: *const libc::timespec) -> libc::c_long {
-        // SAFETY: the futex word is an aligned u32 inside a mapping we hold; FUTEX_WAIT
-        // only reads it and FUTEX_WAKE does not touch it. Not FUTEX_PRIVATE: the word is
-        // shared between processes.
-        unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                self.count.as_ptr(),
-                op,
-                val,
-                timeout,
-                std::ptr::null::<u32>(),
-                0u32,
-            )
-        }
-    }
-
-    /// Adds one to the count and wakes one sleeper (or lets the next wait return at once).
-    pub fn post(&self) {
-        self.count.fetch_add(1, Ordering::Release);
-        self.futex(libc::FUTEX_WAKE, 1, std::ptr::null());
-    }
-
-    /// Takes one from the count, sleeping while it is zero for at most `timeout`. Returns
-    /// whether it took one. An interrupted sleep returns early; callers re-check their
-    /// condition either way.
-    pub fn wait_for(&self, timeout: std::time::Duration) -> bool {
-        let mut cur = self.count.load(Ordering::Acquire);
-        if cur == 0 {
-            let ts = libc::timespec {
-                tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
-                tv_nsec: timeout.subsec_nanos() as libc::c_long,
-            };
-            // Sleeps only while the count is still 0 (relative timeout, CLOCK_MONOTONIC).
-            self.futex(libc::FUTEX_WAIT, 0, &ts);
-            cur = self.count.load(Ordering::Acquire);
-        }
-        while cur != 0 {
-            match self.count.compare_exchange_weak(
-                cur,
-                cur - 1,
-                Ordering::Acquire,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return true,
-                Err(now) => cur = now,
-            }
-        }
-        false
     }
 }

@@ -5,12 +5,14 @@
 //! and shmlane stores the name in its header so that a key collision is caught on open.
 
 pub mod header;
+pub mod layout;
 pub(crate) mod liveness;
 mod posix;
 mod sysv;
 pub mod validate;
 
 use std::ptr::NonNull;
+#[allow(clippy::disallowed_types)] // a handle's own flags, not shared state
 use std::sync::atomic::{AtomicU64 as StdAtomicU64, Ordering as StdOrdering};
 
 pub use liveness::Held;
@@ -85,6 +87,7 @@ pub fn sysv_key(name: &str) -> i32 {
 
 /// A mapped shared-memory segment. Unmapped on drop, and removed by name if it was
 /// created here and not told to persist.
+#[allow(clippy::disallowed_types)] // `remove_on_drop`, `held_mask`: this handle's own
 pub struct Segment {
     ptr: NonNull<u8>,
     len: usize,
@@ -97,6 +100,12 @@ pub struct Segment {
     tracker: Tracker,
     /// Registry entries this handle holds (bit `i`), given back on drop.
     held_mask: StdAtomicU64,
+    /// A read-only look at a POSIX segment ([`Segment::open_posix_readonly`]): a copy of
+    /// its first bytes (up to the header's size), read with `pread` when it was opened.
+    /// Such a segment is never mapped (`as_ptr` is dangling): the `load_*` calls read the
+    /// copy, and the file itself (`pread`) past it, so a file shrunk by its owner while
+    /// it is being looked at gives short reads (`None`), never a `SIGBUS`.
+    look: Option<Box<[u8]>>,
     /// Under loom: heap memory holding a loom `Header`, freed on drop.
     #[cfg(loom)]
     heap: bool,
@@ -112,6 +121,7 @@ unsafe impl Sync for Segment {}
 impl Segment {
     /// Under loom: zeroed heap memory standing in for a segment.
     #[cfg(loom)]
+    #[allow(clippy::disallowed_types)] // `held_mask`: this handle's own
     pub(crate) fn heap_for_model(name: &str, len: usize) -> Segment {
         let layout = std::alloc::Layout::from_size_align(len, header::HEADER_SIZE).expect("layout");
         // SAFETY: len > 0 (at least a header).
@@ -125,6 +135,7 @@ impl Segment {
             remove_on_drop: Default::default(),
             tracker: Tracker::model(),
             held_mask: StdAtomicU64::new(0),
+            look: None,
             heap: true,
         }
     }
@@ -291,7 +302,9 @@ impl Segment {
         self.len == 0
     }
 
-    /// The start of the mapping (page aligned). Dangling when the mapping is empty.
+    /// The start of the mapping (page aligned). Dangling when the mapping is empty, and
+    /// for a read-only look at a POSIX segment, which is not mapped (read it with the
+    /// `load_*` calls).
     pub fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
@@ -355,9 +368,13 @@ impl Segment {
 
     /// A relaxed atomic load of the `u64` at byte `offset`, or `None` if it does not lie
     /// wholly inside the mapping or is not 8-aligned.
+    #[allow(clippy::disallowed_types)] // a look at possibly read-only memory, never a model
     pub fn load_u64(&self, offset: usize) -> Option<u64> {
         if offset % 8 != 0 || offset.checked_add(8)? > self.len {
             return None;
+        }
+        if self.look.is_some() {
+            return self.look_at(offset).map(u64::from_ne_bytes);
         }
         // SAFETY: the 8 bytes lie inside the live mapping and are 8-aligned (the mapping is
         // page aligned); an AtomicU64 is valid for any bytes. A relaxed load of at most 8
@@ -368,9 +385,13 @@ impl Segment {
 
     /// A relaxed atomic load of the `u32` at byte `offset`, or `None` if it does not lie
     /// wholly inside the mapping or is not 4-aligned.
+    #[allow(clippy::disallowed_types)] // as load_u64
     pub fn load_u32(&self, offset: usize) -> Option<u32> {
         if offset % 4 != 0 || offset.checked_add(4)? > self.len {
             return None;
+        }
+        if self.look.is_some() {
+            return self.look_at(offset).map(u32::from_ne_bytes);
         }
         // SAFETY: as in load_u64, for 4 bytes, 4-aligned.
         let a = unsafe { &*(self.ptr.as_ptr().add(offset) as *const std::sync::atomic::AtomicU32) };
@@ -378,13 +399,34 @@ impl Segment {
     }
 
     /// A relaxed atomic load of the byte at `offset`, or `None` outside the mapping.
+    #[allow(clippy::disallowed_types)] // as load_u64
     pub fn load_u8(&self, offset: usize) -> Option<u8> {
         if offset >= self.len {
             return None;
         }
+        if self.look.is_some() {
+            return self.look_at(offset).map(u8::from_ne_bytes);
+        }
         // SAFETY: as in load_u64, for one byte.
         let a = unsafe { &*(self.ptr.as_ptr().add(offset) as *const std::sync::atomic::AtomicU8) };
         Some(a.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+impl Segment {
+    /// `N` bytes at `offset` of a read-only look: from the copy if it holds them, else
+    /// from the file as it is now (`None` if the file no longer has them).
+    fn look_at<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        let copy = self.look.as_deref()?;
+        if let Some(b) = copy.get(offset..offset.checked_add(N)?) {
+            return b.try_into().ok();
+        }
+        let Tracker::Ofd(fd) = &self.tracker else {
+            return None;
+        };
+        let mut buf = [0u8; N];
+        let n = nix::sys::uio::pread(fd, &mut buf, i64::try_from(offset).ok()?).ok()?;
+        (n == N).then_some(buf)
     }
 }
 
@@ -413,7 +455,7 @@ impl Drop for Segment {
         if self.removes_on_drop() {
             let _ = self.unlink();
         }
-        if self.len > 0 {
+        if self.len > 0 && self.look.is_none() {
             match self.backing {
                 // SAFETY: ptr/len are the mapping made in posix::map, unmapped once here.
                 Backing::Posix => unsafe { posix::unmap(self.ptr, self.len) },

@@ -85,35 +85,24 @@ fn size_and_map(name: &str, fd: OwnedFd, len: usize, mode: u32) -> Result<Segmen
         Err(Errno::ENOSPC) | Err(Errno::EFBIG) => return Err(no_space(name, len)),
         Err(e) => return Err(map_errno(name, "fallocate", e)),
     }
-    let seg = map(name, fd, len, Access::ReadWrite { created: true })?;
+    let seg = map(name, fd, len, true)?;
     populate(seg.as_ptr(), len).map_err(|_| no_space(name, len))?;
     Ok(seg)
 }
 
-/// How [`map`] maps a segment.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Access {
-    /// Read and write; `created` segments are removed by name on drop.
-    ReadWrite { created: bool },
-    /// Read only, for looking at a segment without changing it.
-    ReadOnly,
-}
-
 /// Maps `fd` and keeps it open in the returned segment: its open file description carries
-/// the endpoints' liveness locks (see `liveness`).
-fn map(name: &str, fd: OwnedFd, len: usize, access: Access) -> Result<Segment> {
-    let prot = match access {
-        Access::ReadWrite { .. } => ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-        Access::ReadOnly => ProtFlags::PROT_READ,
-    };
+/// the endpoints' liveness locks (see `liveness`). Read and write; a `created` segment is
+/// removed by name on drop.
+fn map(name: &str, fd: OwnedFd, len: usize, created: bool) -> Result<Segment> {
+    let prot = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
     let ptr = match NonZeroUsize::new(len) {
         None => NonNull::dangling(),
         Some(nz) => {
             // SAFETY: a fresh shared mapping of a file we hold open; nothing else in this
-            // process refers to that address range yet (and nothing writes a read-only one).
+            // process refers to that address range yet.
             let p = unsafe { mman::mmap(None, nz, prot, MapFlags::MAP_SHARED, &fd, 0) }.map_err(
                 |e| match e {
-                    Errno::ENOMEM if access != Access::ReadOnly => no_space(name, len),
+                    Errno::ENOMEM => no_space(name, len),
                     e => map_errno(name, "mmap", e),
                 },
             )?;
@@ -126,9 +115,10 @@ fn map(name: &str, fd: OwnedFd, len: usize, access: Access) -> Result<Segment> {
         name: name.into(),
         backing: Backing::Posix,
         sysv_id: -1,
-        remove_on_drop: (access == (Access::ReadWrite { created: true })).into(),
+        remove_on_drop: created.into(),
         tracker: Tracker::Ofd(fd),
         held_mask: Default::default(),
+        look: None,
         #[cfg(loom)]
         heap: false,
     })
@@ -139,7 +129,7 @@ pub(super) fn open(name: &str) -> Result<Segment> {
         .map_err(|e| map_errno(name, "shm_open", e))?;
     let st = fstat(fd.as_raw_fd()).map_err(|e| map_errno(name, "fstat", e))?;
     let len = usize::try_from(st.st_size).map_err(|_| Error::corrupt("negative file size"))?;
-    map(name, fd, len, Access::ReadWrite { created: false })
+    map(name, fd, len, false)
 }
 
 pub(super) fn remove(name: &str) -> Result<()> {
@@ -180,5 +170,30 @@ pub(super) fn open_readonly(name: &str) -> Result<Segment> {
         return Err(Error::NotShmlane { name: name.into() });
     }
     let len = usize::try_from(st.st_size).map_err(|_| Error::corrupt("negative file size"))?;
-    map(name, fd, len, Access::ReadOnly)
+    // Not mapped: a look reads a copy of the header, and the file past it, so a file its
+    // owner shrinks meanwhile cannot make this process fault (see `Segment::look`).
+    let mut copy = vec![0u8; len.min(super::header::HEADER_SIZE)];
+    let mut got = 0;
+    while got < copy.len() {
+        match nix::sys::uio::pread(&fd, &mut copy[got..], got as i64) {
+            Ok(0) => break, // shrunk since fstat: the copy is what is left
+            Ok(n) => got += n,
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(map_errno(name, "pread", e)),
+        }
+    }
+    copy.truncate(got);
+    Ok(Segment {
+        ptr: NonNull::dangling(),
+        len,
+        name: name.into(),
+        backing: Backing::Posix,
+        sysv_id: -1,
+        remove_on_drop: false.into(),
+        tracker: Tracker::Ofd(fd),
+        held_mask: Default::default(),
+        look: Some(copy.into_boxed_slice()),
+        #[cfg(loom)]
+        heap: false,
+    })
 }

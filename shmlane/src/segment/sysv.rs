@@ -81,6 +81,7 @@ fn attach(
         remove_on_drop: created.into(),
         tracker,
         held_mask: Default::default(),
+        look: None,
         #[cfg(loom)]
         heap: false,
     })

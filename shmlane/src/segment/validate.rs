@@ -37,7 +37,7 @@ pub struct Snapshot {
     pub layout_hash: u64,
     /// `kind`, raw.
     pub kind: u32,
-    /// `name_len`, raw (may exceed [`NAME_CAP`] in a corrupt header).
+    /// `name_len`, raw (may exceed `NAME_CAP` in a corrupt header).
     pub name_len: u32,
     /// The stored name's first `min(name_len, NAME_CAP)` bytes.
     pub name: Vec<u8>,
@@ -358,7 +358,7 @@ pub struct Geometry {
 /// whose record is up to 8 bytes more than half the ring; their segments are refused.)
 /// Part of [`validate`].
 pub fn check_spsc_geometry(capacity: u64, max_message: u64) -> Result<()> {
-    if !capacity.is_power_of_two() || capacity < crate::options::MIN_CAPACITY as u64 {
+    if !capacity.is_power_of_two() || capacity < super::layout::MIN_CAPACITY as u64 {
         return Err(Error::corrupt(format!(
             "capacity {capacity} is not a power of two >= 64"
         )));
@@ -368,14 +368,14 @@ pub fn check_spsc_geometry(capacity: u64, max_message: u64) -> Result<()> {
             "max_message {max_message} > capacity / 2"
         )));
     }
-    if max_message > crate::options::MAX_MESSAGE_LIMIT as u64 {
+    if max_message > super::layout::MAX_MESSAGE_LIMIT as u64 {
         return Err(Error::corrupt(format!(
             "max_message {max_message} is over the limit {}",
-            crate::options::MAX_MESSAGE_LIMIT
+            super::layout::MAX_MESSAGE_LIMIT
         )));
     }
     // No overflow: max_message <= MAX_MESSAGE_LIMIT < 2^31.
-    let record = crate::ring::record_size(max_message as usize) as u64;
+    let record = super::layout::record_size(max_message as usize) as u64;
     if 2 * record > capacity {
         return Err(Error::corrupt(format!(
             "max_message {max_message} takes a record of {record} bytes, more than half of capacity {capacity} (padding plus a record might not fit the empty ring; this build makes such a ring twice as large: recreate the segment)"
@@ -396,8 +396,8 @@ pub fn check_mpmc_geometry(
 ) -> Result<()> {
     let ok = slot_count.is_power_of_two()
         && slot_count >= 2
-        && slot_size % crate::ring::RECORD_ALIGN as u64 == 0
-        && slot_size >= crate::ring::SLOT_HEADER as u64 + max_message
+        && slot_size % super::layout::RECORD_ALIGN as u64 == 0
+        && slot_size >= super::layout::SLOT_HEADER as u64 + max_message
         && slot_count.checked_mul(slot_size) == Some(capacity);
     if !ok {
         return Err(Error::corrupt(format!(

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: unique segment names that are removed even
 //! when a test fails, and running part of a test in a child process.
 #![allow(dead_code)]
+#![allow(clippy::disallowed_types)] // test-local counters (the library's clippy.toml is for its ring code)
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
