@@ -102,6 +102,10 @@ struct BenchArgs {
     /// Over a unix socket in a temp dir instead of TCP on 127.0.0.1.
     #[arg(long)]
     unix: bool,
+    /// How the bench's own producer (into ring /a) and consumer (of ring /b) wait: block
+    /// (the default, as most applications would), yield or spin.
+    #[arg(long, default_value = "block")]
+    wait: shmlane::Wait,
 }
 
 /// `4096`, `64K`, `1M`, `2G` (powers of 1024).
@@ -290,13 +294,23 @@ fn zenoh_alone(a: &zenoh::Session, b: &zenoh::Session, key: &str, size: usize, n
 /// The bridge: a producer thread sends `n` messages into ring /a; `Out` on session `a`
 /// publishes them; `In` on session `b` writes them into ring /b; a consumer thread reads
 /// them. The clock runs from the first of the `n` to the consumer's Disconnected.
-fn bridged(a: &zenoh::Session, b: &zenoh::Session, key: &str, size: usize, n: u64) -> Run {
+fn bridged(
+    a: &zenoh::Session,
+    b: &zenoh::Session,
+    key: &str,
+    size: usize,
+    n: u64,
+    wait: shmlane::Wait,
+) -> Run {
     static ROUND: AtomicU64 = AtomicU64::new(0);
     let r = ROUND.fetch_add(1, Ordering::Relaxed);
     let pid = std::process::id();
     let ra = format!("/shmlane-zbench-a-{pid}-{r}");
     let rb = format!("/shmlane-zbench-b-{pid}-{r}");
-    let opts = Options::new().capacity(4 << 20).max_message(64 << 10);
+    let opts = Options::new()
+        .capacity(4 << 20)
+        .max_message(64 << 10)
+        .wait(wait);
     let body: Vec<u8> = (0..size).map(|i| i as u8).collect();
     let mut tx = Producer::create(&ra, &opts).map_err(|e| e.to_string())?;
     let inb = In::new(b, &rb, key).options(opts.clone());
@@ -373,8 +387,9 @@ fn run_bench(a: BenchArgs) -> ExitCode {
                 .wait()
                 .map_err(|e| e.to_string())?;
         println!(
-            "ring -> zenoh -> ring beside zenoh put/subscribe alone, over {endpoint}, {} rounds (best shown), ZENOH_RUNTIME={}",
+            "ring -> zenoh -> ring beside zenoh put/subscribe alone, over {endpoint}, {} rounds (best shown), rings 4 MiB wait={:?}, ZENOH_RUNTIME={}",
             a.rounds,
+            a.wait,
             std::env::var("ZENOH_RUNTIME").unwrap_or_else(|_| "(zenoh's default)".into())
         );
         println!(
@@ -392,7 +407,7 @@ fn run_bench(a: BenchArgs) -> ExitCode {
             for round in 0..a.rounds {
                 let key = format!("shmlane/bench/{}/{i}/{round}", std::process::id());
                 best_z = best_z.min(zenoh_alone(&sa, &sb, &format!("{key}/z"), size, n)?);
-                best_b = best_b.min(bridged(&sa, &sb, &format!("{key}/b"), size, n)?);
+                best_b = best_b.min(bridged(&sa, &sb, &format!("{key}/b"), size, n, a.wait)?);
             }
             let rate = |t: f64| n as f64 / t;
             let mbs = |t: f64| (n as f64 * size as f64) / t / 1e6;
