@@ -312,9 +312,7 @@ fn throughput_with<T: Transport>(setup: &Setup, size: usize, messages: u64) -> R
     peer.expect("ready")?;
     let own_before = shmlane::wait::stats::sleeps() + shmlane::wait::stats::posts();
     let start = Instant::now();
-    for seq in 0..messages {
-        tx.send(payload.stamp(seq))?;
-    }
+    tx.send_all(&mut payload, messages)?;
     let done = peer.expect("done")?;
     let elapsed = start.elapsed();
     let own = shmlane::wait::stats::sleeps() + shmlane::wait::stats::posts() - own_before;
@@ -512,15 +510,16 @@ fn peer_rx<T: Transport>(cfg: &Config, name: &str, size: usize, messages: u64) -
     say("ready");
     let before = shmlane::wait::stats::sleeps() + shmlane::wait::stats::posts();
     let mut total = 0u64;
-    for seq in 0..messages {
-        let (len, sum) = rx.recv_with(|m| (m.len(), checksum(m)))?;
-        if len != size {
+    rx.recv_all(messages, |seq, m| {
+        if m.len() != size {
             return Err(Error::corrupt(format!(
-                "message {seq} has {len} bytes, expected {size}"
+                "message {seq} has {} bytes, expected {size}",
+                m.len()
             )));
         }
-        total = fold(total, sum);
-    }
+        total = fold(total, checksum(m));
+        Ok(())
+    })?;
     let syscalls = shmlane::wait::stats::sleeps() + shmlane::wait::stats::posts() - before;
     say(&format!("done {total} {syscalls}"));
     Ok(())

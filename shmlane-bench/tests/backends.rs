@@ -289,7 +289,10 @@ fn with_child(role: &str, backend: &str, name: &str, parent: impl FnOnce()) {
 /// shmlane's own rings tell a peer that died (`PeerDied`) from one that closed
 /// (`Disconnected`); the kernel-IPC baselines and the mutex queue cannot.
 fn tells_death(backend: &str) -> bool {
-    matches!(backend, "shm-spsc" | "shm-spsc-typed" | "shm-mpmc")
+    matches!(
+        backend,
+        "shm-spsc" | "shm-spsc-typed" | "shm-mpmc" | "shm-spsc-async"
+    )
 }
 
 fn sender_killed_with<T: Transport>() {
@@ -416,4 +419,7 @@ backend_tests! {
     sysv_msgq => "sysv-msgq", killed_receiver_is_noticed;
     // A killed receiver is not detected (documented in src/backend/posix_mq.rs): no test.
     posix_mq => "posix-mq";
+    shm_spsc_async => "shm-spsc-async", killed_receiver_is_noticed;
+    tokio_unix => "tokio-unix", killed_receiver_is_noticed;
+    tokio_pipe => "tokio-pipe", killed_receiver_is_noticed;
 }

@@ -173,7 +173,10 @@ pub(crate) fn run_bench(a: BenchArgs) -> Result<(), String> {
             row.pct_of_floor = Some(100.0 * best.bytes_per_sec() / floor.bytes_per_sec());
             if matches!(
                 backend,
-                BackendKind::ShmSpsc | BackendKind::ShmSpscTyped | BackendKind::ShmMpmc
+                BackendKind::ShmSpsc
+                    | BackendKind::ShmSpscTyped
+                    | BackendKind::ShmMpmc
+                    | BackendKind::ShmSpscAsync
             ) {
                 row.wait_syscalls_per_msg = Some(best.wait_syscalls as f64 / best.messages as f64);
             }

@@ -57,6 +57,11 @@ use crate::sync::Arc;
 use crate::wait::{self, Gone, Wait, Waiting};
 use crate::Options;
 
+#[cfg(not(loom))]
+mod aio;
+#[cfg(not(loom))]
+pub use aio::{AsyncReceiver, AsyncSender};
+
 fn mpmc_geometry(opts: &Options) -> Result<Geometry> {
     let (slots, slot_size, max_message) = opts.mpmc_geometry()?;
     Ok(Geometry {

@@ -30,6 +30,11 @@ use crate::segment::header::{
 use crate::wait::{self, Wait, Waiting};
 use crate::Options;
 
+#[cfg(not(loom))]
+mod aio;
+#[cfg(not(loom))]
+pub use aio::{AsyncConsumer, AsyncProducer};
+
 fn spsc_geometry(opts: &Options) -> Result<Geometry> {
     let (capacity, max_message) = opts.spsc_geometry()?;
     Ok(Geometry {
@@ -91,6 +96,58 @@ pub fn model_pair(capacity: usize, max_message: usize, wait: Wait) -> (Producer,
     let p = Producer::attach(shared.clone()).expect("producer");
     let c = Consumer::attach(shared).expect("consumer");
     (p, c)
+}
+
+#[cfg(loom)]
+impl Consumer {
+    /// Under loom: an async receive as `AsyncConsumer::recv` makes it, with the helper
+    /// thread folded in: look; register, then look again (the real
+    /// `wait::register_then_check`); when registered, wait until the semaphore's count is
+    /// non-zero and take one (what the helper's `futex_waitv` and take do: loom reports a
+    /// deadlock if no post comes), then look again. With `cancel_first`, the first
+    /// registration is given back instead, as a dropped future does. Returns the tag of
+    /// the message taken.
+    pub fn model_async_recv(&mut self, cancel_first: bool) -> Result<u32> {
+        let mut cancel = cancel_first;
+        let shared = &self.shared;
+        let ring = &mut self.ring;
+        let h = shared.header();
+        loop {
+            let found = match ring.try_peek()? {
+                Some(rec) => Some(rec),
+                None => match wait::register_then_check(
+                    &h.data_waiters,
+                    &h.data_sem,
+                    &h.light_wakers,
+                    || ring.try_peek().transpose(),
+                ) {
+                    Ok(r) => Some(r?),
+                    Err(_) if cancel => {
+                        cancel = false;
+                        wait::give_back(&h.data_waiters, &h.data_sem);
+                        None
+                    }
+                    Err(_) => {
+                        h.data_sem.wait_for(wait::SLICE);
+                        None
+                    }
+                },
+            };
+            if let Some(rec) = found {
+                ring.consume_deferred(&rec);
+                ring.release_now();
+                return Ok(rec.tag);
+            }
+        }
+    }
+
+    /// Under loom: the ring's count of sleeping consumers (0 once every wait is over).
+    pub fn model_data_waiters(&self) -> u32 {
+        self.shared
+            .header()
+            .data_waiters
+            .load(crate::sync::Ordering::SeqCst)
+    }
 }
 
 /// The writing end of an SPSC channel.

@@ -25,6 +25,9 @@ use crate::error::{Error, Result};
 use crate::sync::barrier;
 use crate::sync::futex::SemCell;
 
+#[cfg(not(loom))]
+pub(crate) mod reactor;
+
 /// How an endpoint waits when the ring is full (producer) or empty (consumer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Wait {
@@ -111,6 +114,7 @@ pub mod stats {
     pub(super) static SLEEPS: AtomicU64 = AtomicU64::new(0);
     pub(super) static POSTS: AtomicU64 = AtomicU64::new(0);
     pub(super) static WOKEN: AtomicU64 = AtomicU64::new(0);
+    pub(super) static TICK_FOUND: AtomicU64 = AtomicU64::new(0);
 
     /// Semaphore waits (`FUTEX_WAIT` sleeps, with a membarrier before each where light
     /// wakers are in use) made by this process so far.
@@ -127,6 +131,29 @@ pub mod stats {
     /// so a test can tell a sleeper woken by its peer from one woken by its timer.
     pub fn woken() -> u64 {
         WOKEN.load(Ordering::Relaxed)
+    }
+
+    /// Async waits that found what they waited for only when their liveness tick came
+    /// (the task polled by the tick, or the helper thread finding the post when its sleep
+    /// timed out instead of being woken by it). Each is a wake-up the post did not
+    /// deliver, so tests expect (almost) none: a post and a tick can race, very rarely.
+    #[cfg(not(loom))]
+    pub fn async_tick_found() -> u64 {
+        TICK_FOUND.load(Ordering::Relaxed)
+    }
+
+    /// Helper threads the async endpoints have started in this process: one per 127
+    /// waiting futures with `futex_waitv`, one per waiting future without it.
+    #[cfg(not(loom))]
+    pub fn async_helper_threads() -> usize {
+        super::reactor::helper_threads()
+    }
+
+    /// Whether the async helper threads use `futex_waitv(2)` (Linux 5.16+; not when
+    /// `SHMLANE_NO_FUTEX_WAITV` is set).
+    #[cfg(not(loom))]
+    pub fn async_uses_futex_waitv() -> bool {
+        super::reactor::uses_futex_waitv()
     }
 }
 
@@ -220,15 +247,63 @@ fn wake_slow(waiters: &AtomicU32, sem: &SemCell) {
 
 /// A sleeper that woke without being posted takes itself off the count, unless a waker
 /// already did (then its post is on the way and only causes one spurious wake later).
-fn unregister(waiters: &AtomicU32) {
+/// Returns whether it took a unit off.
+fn unregister(waiters: &AtomicU32) -> bool {
     let mut cur = waiters.load(Ordering::Relaxed);
     while cur != 0 {
         match waiters.compare_exchange_weak(cur, cur - 1, Ordering::AcqRel, Ordering::Relaxed) {
-            Ok(_) => return,
+            Ok(_) => return true,
             Err(now) => cur = now,
         }
     }
+    false
 }
+
+/// The async sleeper's half of the wake protocol (the async endpoints, `reactor`): join
+/// the waiter count, fence, then `check` once more. `Ok(r)` when the check found
+/// something (the unit is given back); `Err(short)` when registered, holding one unit of
+/// the count, which the peer's [`wake`] takes with its post or the caller gives back with
+/// [`unregister`]. `short`: light wakers are in use and this process has no heavy barrier,
+/// so a wake-up may be missed and the caller should look again soon (1 ms).
+///
+/// The same two steps and fence as `wait_until`'s before it sleeps, so either the waker's
+/// load sees our increment (and posts, which the helper thread takes for us), or our
+/// check sees its publish.
+pub(crate) fn register_then_check<T>(
+    waiters: &AtomicU32,
+    sem: &SemCell,
+    light_wakers: &AtomicU32,
+    check: impl FnOnce() -> Option<T>,
+) -> std::result::Result<T, bool> {
+    waiters.fetch_add(1, Ordering::SeqCst);
+    fence(Ordering::SeqCst);
+    let short = light_wakers.load(Ordering::Relaxed) != 0 && !barrier::heavy();
+    match check() {
+        Some(r) => {
+            give_back(waiters, sem);
+            Ok(r)
+        }
+        None => Err(short),
+    }
+}
+
+/// Gives back a unit of the waiter count taken by [`register_then_check`] (a cancelled
+/// or finished async wait). If a waker took it off already, its post is ours: take it
+/// back from the semaphore if it has arrived, so that it wakes nobody later for nothing
+/// (a post taken by a later waiter leaves that waiter's own unit on the count, and the
+/// next publish would pay a post for it). One still on its way costs one spurious wake.
+pub(crate) fn give_back(waiters: &AtomicU32, sem: &SemCell) {
+    if !unregister(waiters) {
+        sem.try_take();
+    }
+}
+
+/// How long an async endpoint's `recv()` / `send()` looks again, holding its executor
+/// thread, before it registers with the helper thread (once per call; `set_spin` on the
+/// endpoint changes it, zero turns it off). A peer that is streaming or answering is
+/// usually met within it, which saves the two thread wake-ups (helper thread, then the
+/// executor's thread) a registered wait costs; longer would hold other tasks up.
+pub const DEFAULT_ASYNC_SPIN: Duration = Duration::from_micros(10);
 
 /// How long `Wait::Block` polls before it sleeps: long enough that a streaming peer is
 /// met while polling, short enough that an idle endpoint soon stops burning a core.

@@ -332,3 +332,39 @@ fn mpmc_blocking_with_spurious_timeouts() {
     });
     shmlane::format::SPURIOUS_TIMEOUTS.with(|c| c.set(0));
 }
+
+/// The async endpoints' registration (issue #14) against the producer's post: the
+/// consumer registers (waiter count, fence, look again: `wait::register_then_check`) and
+/// then waits as the helper thread does, until the semaphore is posted. A lost wake-up
+/// leaves it waiting forever, which loom reports; the count is balanced at the end.
+#[test]
+fn spsc_async_register_then_check() {
+    model(|| {
+        let (mut p, mut c) = spsc::model_pair(64, 16, Wait::Block);
+        let t = thread::spawn(move || {
+            spsc_send(&mut p, &[5; 8]);
+            p
+        });
+        assert_eq!(c.model_async_recv(false).unwrap(), 0);
+        let p = t.join().unwrap();
+        assert_eq!(c.model_data_waiters(), 0, "waiter count unbalanced");
+        drop(p);
+    });
+}
+
+/// A cancelled async wait (a dropped `recv()` future gives its unit back) racing the
+/// post: the next wait still gets the message, and the waiter count ends balanced.
+#[test]
+fn spsc_async_cancelled_wait() {
+    model(|| {
+        let (mut p, mut c) = spsc::model_pair(64, 16, Wait::Block);
+        let t = thread::spawn(move || {
+            spsc_send(&mut p, &[6; 8]);
+            p
+        });
+        assert_eq!(c.model_async_recv(true).unwrap(), 0);
+        let p = t.join().unwrap();
+        assert_eq!(c.model_data_waiters(), 0, "waiter count unbalanced");
+        drop(p);
+    });
+}

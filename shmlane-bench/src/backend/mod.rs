@@ -4,7 +4,9 @@
 //! A [`Transport`] is a kind of channel: the shared-memory rings ([`ShmSpsc`],
 //! [`ShmSpscTyped`], [`ShmMpmc`]), a classic
 //! lock-based shared-memory queue ([`ShmMutex`]) and the kernel's own mechanisms as
-//! baselines ([`Pipe`], [`UnixSocket`], [`SysvMsgq`], [`PosixMq`]). One process *creates*
+//! baselines ([`Pipe`], [`UnixSocket`], [`SysvMsgq`], [`PosixMq`]); the async ring
+//! ([`ShmSpscAsync`]) beside tokio's `UnixStream` ([`TokioUnix`]) and async pipe
+//! ([`TokioPipe`]). One process *creates*
 //! a channel by name and becomes one end; another process *opens* it by the same name and
 //! becomes the other end. Every backend delivers each message as soon as `send` returns: the
 //! baselines make one send system call per message and the ring publishes each message
@@ -17,6 +19,7 @@ mod shm_mutex;
 mod shm_spsc;
 mod shm_spsc_typed;
 mod sysv_msgq;
+mod tokio_async;
 mod unix_socket;
 
 pub use pipe::Pipe;
@@ -26,6 +29,10 @@ pub use shm_mutex::{ShmMutex, ShmMutexRx, ShmMutexTx};
 pub use shm_spsc::ShmSpsc;
 pub use shm_spsc_typed::{ShmSpscTyped, ShmSpscTypedRx, ShmSpscTypedTx};
 pub use sysv_msgq::{SysvMsgq, SysvMsgqRx, SysvMsgqTx};
+pub use tokio_async::{
+    ShmSpscAsync, ShmSpscAsyncRx, ShmSpscAsyncTx, TokioPipe, TokioPipeRx, TokioPipeTx, TokioUnix,
+    TokioUnixRx, TokioUnixTx,
+};
 pub use unix_socket::{UnixSocket, UnixSocketRx, UnixSocketTx};
 
 use shmlane::wait::Wait;
@@ -57,6 +64,16 @@ pub trait TxEnd: Send {
     /// Sends one message, waiting while the channel is full. The message is on its way
     /// to the receiver when this returns.
     fn send(&mut self, msg: &[u8]) -> Result<()>;
+
+    /// Sends `messages` messages, message `seq` being `payload.stamp(seq)`: a loop of
+    /// [`send`](Self::send). The async backends run the loop as one task (one
+    /// `block_on` around an `.await` per message), as a service sending in a loop does.
+    fn send_all(&mut self, payload: &mut crate::runner::Payload, messages: u64) -> Result<()> {
+        for seq in 0..messages {
+            self.send(payload.stamp(seq))?;
+        }
+        Ok(())
+    }
 }
 
 /// The receiving end of a transport.
@@ -64,6 +81,19 @@ pub trait RxEnd: Send {
     /// Receives the next message and hands it to `f`, waiting while the channel is empty.
     /// The slice is only valid inside `f` (for the ring it is the message in place).
     fn recv_with<R, F: FnOnce(&[u8]) -> R>(&mut self, f: F) -> Result<R>;
+
+    /// Receives `messages` messages, handing message `seq` to `f(seq, msg)`: a loop of
+    /// [`recv_with`](Self::recv_with); the async backends run it as one task.
+    fn recv_all<F: FnMut(u64, &[u8]) -> Result<()>>(
+        &mut self,
+        messages: u64,
+        mut f: F,
+    ) -> Result<()> {
+        for seq in 0..messages {
+            self.recv_with(|m| f(seq, m))??;
+        }
+        Ok(())
+    }
 }
 
 /// A kind of channel between two processes.
@@ -121,6 +151,12 @@ pub enum BackendKind {
     SysvMsgq,
     /// [`PosixMq`].
     PosixMq,
+    /// [`ShmSpscAsync`].
+    ShmSpscAsync,
+    /// [`TokioUnix`].
+    TokioUnix,
+    /// [`TokioPipe`].
+    TokioPipe,
 }
 
 impl BackendKind {
@@ -134,6 +170,9 @@ impl BackendKind {
         BackendKind::UnixSocket,
         BackendKind::SysvMsgq,
         BackendKind::PosixMq,
+        BackendKind::ShmSpscAsync,
+        BackendKind::TokioUnix,
+        BackendKind::TokioPipe,
     ];
 
     /// The short name.
@@ -147,6 +186,9 @@ impl BackendKind {
             BackendKind::UnixSocket => UnixSocket::NAME,
             BackendKind::SysvMsgq => SysvMsgq::NAME,
             BackendKind::PosixMq => PosixMq::NAME,
+            BackendKind::ShmSpscAsync => ShmSpscAsync::NAME,
+            BackendKind::TokioUnix => TokioUnix::NAME,
+            BackendKind::TokioPipe => TokioPipe::NAME,
         }
     }
 
@@ -161,6 +203,9 @@ impl BackendKind {
             BackendKind::UnixSocket => UnixSocket::supports(size),
             BackendKind::SysvMsgq => SysvMsgq::supports(size),
             BackendKind::PosixMq => PosixMq::supports(size),
+            BackendKind::ShmSpscAsync => ShmSpscAsync::supports(size),
+            BackendKind::TokioUnix => TokioUnix::supports(size),
+            BackendKind::TokioPipe => TokioPipe::supports(size),
         }
     }
 }
@@ -221,6 +266,18 @@ macro_rules! with_backend {
             }
             $crate::backend::BackendKind::PosixMq => {
                 type $t = $crate::backend::PosixMq;
+                $body
+            }
+            $crate::backend::BackendKind::ShmSpscAsync => {
+                type $t = $crate::backend::ShmSpscAsync;
+                $body
+            }
+            $crate::backend::BackendKind::TokioUnix => {
+                type $t = $crate::backend::TokioUnix;
+                $body
+            }
+            $crate::backend::BackendKind::TokioPipe => {
+                type $t = $crate::backend::TokioPipe;
                 $body
             }
         }

@@ -45,6 +45,16 @@ impl SemCell {
         }
     }
 
+    /// Takes one from the count if it is non-zero; never waits.
+    pub fn try_take(&self) -> bool {
+        let mut n = self.count.lock().unwrap();
+        if *n == 0 {
+            return false;
+        }
+        *n -= 1;
+        true
+    }
+
     /// Adds one to the count and wakes one waiter.
     pub fn post(&self) {
         *self.count.lock().unwrap() += 1;
@@ -92,6 +102,30 @@ impl SemCell {
                 0u32,
             )
         }
+    }
+
+    /// The futex word (the count), for a waiter that sleeps on many semaphores at once
+    /// (the async helper thread's `futex_waitv`). It must only ever take one from the
+    /// count with a compare-and-swap, as [`wait_for`](Self::wait_for) does.
+    pub(crate) fn futex_word(&self) -> &AtomicU32 {
+        &self.count
+    }
+
+    /// Takes one from the count if it is non-zero; never waits.
+    pub fn try_take(&self) -> bool {
+        let mut cur = self.count.load(Ordering::Acquire);
+        while cur != 0 {
+            match self.count.compare_exchange_weak(
+                cur,
+                cur - 1,
+                Ordering::Acquire,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(now) => cur = now,
+            }
+        }
+        false
     }
 
     /// Adds one to the count and wakes one sleeper (or lets the next wait return at once).
