@@ -237,9 +237,22 @@ fn sigkilled_out_restarts_and_in_reports_the_gap() {
     let mut tx = Producer::create(&a, &opts).unwrap();
     let mut inb = inn(&b, &key, &["--listen", &ep, "--capacity", "64K"]);
     let mut out1 = out(&a, &key, &["--connect", &ep]);
+    // The producer keeps going across the kill: while no live consumer is attached to /a
+    // (the old `out` is dead, the new one not yet there) its send says PeerDied at once;
+    // it retries until the new `out` has taken over.
     let producer = std::thread::spawn(move || {
+        let deadline = Instant::now() + LIMIT;
         for i in 0..N {
-            tx.send(&numbered(i, MSG)).unwrap();
+            let msg = numbered(i, MSG);
+            loop {
+                match tx.send(&msg) {
+                    Ok(()) => break,
+                    Err(shmlane::Error::PeerDied) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    Err(e) => panic!("sending message {i}: {e}"),
+                }
+            }
         }
     });
     let mut rx = Consumer::open_timeout(&b, LIMIT).unwrap();
@@ -254,6 +267,9 @@ fn sigkilled_out_restarts_and_in_reports_the_gap() {
         }
         if got.len() == 2_000 && out2.is_none() {
             out1.kill();
+            // Long enough for the producer to notice the dead consumer (~100 ms), as a
+            // restart by hand or by a supervisor would be.
+            std::thread::sleep(Duration::from_millis(300));
             out2 = Some(out(&a, &key, &["--connect", &ep]));
         }
         assert!(Instant::now() < deadline, "the stream did not end in time");
