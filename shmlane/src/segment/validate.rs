@@ -64,72 +64,64 @@ impl Snapshot {
     /// [`STATE_READY`] (stored with Release after every other field) means the rest was
     /// written before.
     pub fn read(seg: &Segment) -> Snapshot {
-        let u64_at = |off: usize| seg.load_u64(off).unwrap_or(0);
-        let u32_at = |off: usize| seg.load_u32(off).unwrap_or(0);
-        let magic = u64_at(0);
-        let state = u32_at(offset_of!(Header, state));
-        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
-        let name_len = u32_at(offset_of!(Header, name_len));
-        let base = offset_of!(Header, name);
-        let name = (0..(name_len as usize).min(NAME_CAP))
-            .map_while(|i| seg.load_u8(base + i))
-            .collect();
-        Snapshot {
-            len: seg.len() as u64,
-            magic,
-            state,
-            version: u32_at(offset_of!(Header, version)),
-            layout_hash: u64_at(offset_of!(Header, layout_hash)),
-            kind: u32_at(offset_of!(Header, kind)),
-            name_len,
-            name,
-            segment_len: u64_at(offset_of!(Header, segment_len)),
-            data_offset: u64_at(offset_of!(Header, data_offset)),
-            capacity: u64_at(offset_of!(Header, capacity)),
-            max_message: u32_at(offset_of!(Header, max_message)),
-            slot_size: u32_at(offset_of!(Header, slot_size)),
-            slot_count: u64_at(offset_of!(Header, slot_count)),
-            wait: u32_at(offset_of!(Header, wait)),
-        }
+        Snapshot::gather(
+            seg.len() as u64,
+            |off| seg.load_u64(off),
+            |off| seg.load_u32(off),
+            |off| seg.load_u8(off),
+        )
     }
-}
 
-impl Snapshot {
     /// The fields of a header image: `bytes` are the segment's first bytes (a copy, read
     /// with `pread` or from the fuzzer), `len` the segment's length. A field that `bytes`
     /// does not wholly hold reads as 0, like one outside a short mapping.
     pub fn from_bytes(bytes: &[u8], len: u64) -> Snapshot {
-        let at = |off: usize, n: usize| bytes.get(off..off + n);
-        let u64_at = |off: usize| {
-            at(off, 8).map_or(0, |b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8])))
-        };
-        let u32_at = |off: usize| {
-            at(off, 4).map_or(0, |b| u32::from_ne_bytes(b.try_into().unwrap_or([0; 4])))
-        };
-        let name_len = u32_at(offset_of!(Header, name_len));
+        fn at<const N: usize>(bytes: &[u8], off: usize) -> Option<[u8; N]> {
+            bytes.get(off..off.checked_add(N)?)?.try_into().ok()
+        }
+        Snapshot::gather(
+            len,
+            |off| at(bytes, off).map(u64::from_ne_bytes),
+            |off| at(bytes, off).map(u32::from_ne_bytes),
+            |off| bytes.get(off).copied(),
+        )
+    }
+
+    /// The fields, each read by the loader of its width (`None`, outside what can be
+    /// read, counts as 0): `magic` and `state` first, then an acquire fence, then the
+    /// rest.
+    fn gather(
+        len: u64,
+        u64_at: impl Fn(usize) -> Option<u64>,
+        u32_at: impl Fn(usize) -> Option<u32>,
+        u8_at: impl Fn(usize) -> Option<u8>,
+    ) -> Snapshot {
+        let q = |off| u64_at(off).unwrap_or(0);
+        let d = |off| u32_at(off).unwrap_or(0);
+        let magic = q(0);
+        let state = d(offset_of!(Header, state));
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+        let name_len = d(offset_of!(Header, name_len));
         let base = offset_of!(Header, name);
-        let name = bytes
-            .iter()
-            .skip(base)
-            .take((name_len as usize).min(NAME_CAP))
-            .copied()
+        let name = (0..(name_len as usize).min(NAME_CAP))
+            .map_while(|i| u8_at(base + i))
             .collect();
         Snapshot {
             len,
-            magic: u64_at(0),
-            state: u32_at(offset_of!(Header, state)),
-            version: u32_at(offset_of!(Header, version)),
-            layout_hash: u64_at(offset_of!(Header, layout_hash)),
-            kind: u32_at(offset_of!(Header, kind)),
+            magic,
+            state,
+            version: d(offset_of!(Header, version)),
+            layout_hash: q(offset_of!(Header, layout_hash)),
+            kind: d(offset_of!(Header, kind)),
             name_len,
             name,
-            segment_len: u64_at(offset_of!(Header, segment_len)),
-            data_offset: u64_at(offset_of!(Header, data_offset)),
-            capacity: u64_at(offset_of!(Header, capacity)),
-            max_message: u32_at(offset_of!(Header, max_message)),
-            slot_size: u32_at(offset_of!(Header, slot_size)),
-            slot_count: u64_at(offset_of!(Header, slot_count)),
-            wait: u32_at(offset_of!(Header, wait)),
+            segment_len: q(offset_of!(Header, segment_len)),
+            data_offset: q(offset_of!(Header, data_offset)),
+            capacity: q(offset_of!(Header, capacity)),
+            max_message: d(offset_of!(Header, max_message)),
+            slot_size: d(offset_of!(Header, slot_size)),
+            slot_count: q(offset_of!(Header, slot_count)),
+            wait: d(offset_of!(Header, wait)),
         }
     }
 }
