@@ -59,6 +59,11 @@ use crate::segment::header::{
 use crate::wait::{self, Gone, Wait, Waiting};
 use crate::Options;
 
+#[cfg(not(loom))]
+mod aio;
+#[cfg(not(loom))]
+pub use aio::AsyncSubscriber;
+
 /// Registry entry of the publisher (subscriber slot `k` uses entry `k + 1`).
 const PUBLISHER: usize = 0;
 
@@ -910,20 +915,7 @@ impl Subscriber {
     #[inline]
     fn next(&mut self, buf: &mut [u8], wait: Option<Option<Instant>>) -> Result<Got> {
         let cap = buf.len();
-        let map = move |r: std::result::Result<
-            Option<std::result::Result<Got, usize>>,
-            ReadErr,
-        >|
-              -> Option<Result<Got>> {
-            match r {
-                Ok(None) => None,
-                Ok(Some(Ok(got))) => Some(Ok(got)),
-                Ok(Some(Err(len))) => Some(Err(Error::MessageTooLarge { len, max: cap })),
-                Err(ReadErr::Lapped(missed)) => Some(Err(Error::Lapped { missed })),
-                Err(ReadErr::Evicted) => Some(Err(Error::Evicted)),
-                Err(ReadErr::Corrupt(c)) => Some(Err(c.into())),
-            }
-        };
+        let map = move |r| read_result(cap, r);
         if let Some(r) = map(self.ring.try_read(buf)) {
             return r;
         }
@@ -1069,6 +1061,22 @@ impl Drop for Subscriber {
     fn drop(&mut self) {
         self.ring.detach();
         self.shared.close_entry(self.ring.slot() + 1);
+    }
+}
+
+/// What one read of the ring means for a caller whose buffer holds `cap` bytes: nothing
+/// yet (`None`), a message, or the error to return.
+fn read_result(
+    cap: usize,
+    r: std::result::Result<Option<std::result::Result<Got, usize>>, ReadErr>,
+) -> Option<Result<Got>> {
+    match r {
+        Ok(None) => None,
+        Ok(Some(Ok(got))) => Some(Ok(got)),
+        Ok(Some(Err(len))) => Some(Err(Error::MessageTooLarge { len, max: cap })),
+        Err(ReadErr::Lapped(missed)) => Some(Err(Error::Lapped { missed })),
+        Err(ReadErr::Evicted) => Some(Err(Error::Evicted)),
+        Err(ReadErr::Corrupt(c)) => Some(Err(c.into())),
     }
 }
 

@@ -741,3 +741,97 @@ fn fallback_without_futex_waitv() {
     );
     finish_child(child, Duration::from_secs(60));
 }
+
+/// A broadcast subscriber awaited while a publisher thread sends in bursts (pausing 3 ms
+/// every 1000): every message once, in order and intact, then `Disconnected` after the
+/// publisher closes, and the waiter count balanced. `with_timeouts`: `timeout(1 ms,
+/// s.recv())` around every receive (cancelled futures take nothing); without, every pause
+/// is a wait that the publisher's post must end (not the liveness tick).
+fn broadcast_subscriber(with_timeouts: bool) {
+    use shmlane::broadcast::{Overflow, Publisher, StartAt, Subscriber};
+    let _s = serial();
+    let name = TestName::new("async-bcast");
+    let opts = Options::new()
+        .capacity(64 << 10)
+        .max_message(1024)
+        .overflow(Overflow::Block)
+        .evict_after(Duration::from_secs(30))
+        .wait(Wait::Block);
+    let mut tx = Publisher::create(&name, &opts).unwrap();
+    let mut s = Subscriber::open(&name, StartAt::Oldest)
+        .unwrap()
+        .into_async()
+        .unwrap();
+    const N: u64 = 20_000;
+    let publisher = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1024];
+        for (seq, len) in (0..N).zip(sizes(7)) {
+            let len = len.min(1024);
+            fill(&mut buf[..len], seq);
+            tx.send_tagged(seq as u32, &buf[..len]).unwrap();
+            if seq % 1000 == 999 {
+                std::thread::sleep(Duration::from_millis(3));
+            }
+        }
+    });
+    let ticks_before = shmlane::wait::stats::async_tick_found();
+    let sleeps_before = shmlane::wait::stats::sleeps();
+    let limit = if with_timeouts {
+        Duration::from_millis(1)
+    } else {
+        Duration::from_secs(60)
+    };
+    let timeouts = current_thread().block_on(async {
+        let mut lens = sizes(7);
+        let (mut seq, mut timeouts) = (0u64, 0u64);
+        while seq < N {
+            match tokio::time::timeout(limit, s.recv()).await {
+                Err(_elapsed) => timeouts += 1,
+                Ok(r) => {
+                    let m = r.unwrap_or_else(|e| panic!("recv {seq}: {e}"));
+                    assert_eq!(m.tag(), seq as u32, "message {seq}: lost or duplicated");
+                    assert_eq!(m.position(), seq);
+                    assert_eq!(m.len(), lens.next().unwrap().min(1024));
+                    assert!(check(&m, seq), "message {seq} corrupt");
+                    seq += 1;
+                }
+            }
+        }
+        match tokio::time::timeout(Duration::from_secs(5), s.recv()).await {
+            Err(_) => panic!("no Disconnected within 5 s of the publisher's close"),
+            Ok(Err(Error::Disconnected)) => {}
+            Ok(other) => panic!("after the last message: {:?}", other.map(|m| m.tag())),
+        }
+        timeouts
+    });
+    publisher.join().unwrap();
+    let waiters = shmlane::inspect::inspect(&name)
+        .map(|r| r.fields.data_waiters)
+        .unwrap_or(Some(0));
+    assert_eq!(waiters, Some(0), "the waiter count is unbalanced");
+    if with_timeouts {
+        assert!(
+            timeouts > 5,
+            "only {timeouts} timeouts: cancellation was not exercised"
+        );
+    } else {
+        assert_eq!(timeouts, 0, "a recv took over 60 s");
+        assert!(
+            shmlane::wait::stats::sleeps() > sleeps_before,
+            "the subscriber never waited: the helper thread was not exercised"
+        );
+    }
+    assert_no_lost_wakeups(ticks_before);
+    let s: Subscriber = s.into_inner();
+    drop(s);
+}
+
+#[test]
+fn broadcast_subscriber_awaits_each_message() {
+    broadcast_subscriber(false);
+}
+
+#[test]
+fn broadcast_subscriber_under_timeout() {
+    broadcast_subscriber(true);
+}
