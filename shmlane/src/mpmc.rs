@@ -93,6 +93,56 @@ struct Endpoint {
 }
 
 impl Endpoint {
+    /// A receiver's look inside a wait (blocking or async): a message `found` by the slow
+    /// path first, then a claim; once the senders have closed, a last look, then
+    /// `Disconnected`.
+    fn recv_look(&self, found: &RefCell<Option<Result<RecvClaim>>>) -> Option<Result<RecvClaim>> {
+        if let Some(r) = found.borrow_mut().take() {
+            return Some(r);
+        }
+        match self.ring.try_claim_recv(self.claim) {
+            Ok(Some(c)) => Some(Ok(c)),
+            Ok(None) if self.other_side_closed() => Some(match self.last_look() {
+                Ok(Some(c)) => Ok(c),
+                Ok(None) => Err(Error::Disconnected),
+                Err(c) => Err(c.into()),
+            }),
+            Ok(None) => None,
+            Err(c) => Some(Err(c.into())),
+        }
+    }
+
+    /// A receiver's slow path inside a wait, when due: recovers a slot a dead sender left
+    /// claimed (a message it finds goes to `found`, for [`recv_look`](Self::recv_look));
+    /// says how the senders went once none is left and nothing more can be read.
+    fn recv_slow_look(&self, found: &RefCell<Option<Result<RecvClaim>>>) -> Option<Gone> {
+        if !self.slow_path_due() {
+            return None;
+        }
+        match self.ring.recover_recv(self.claim) {
+            Ok(Some(c)) => {
+                *found.borrow_mut() = Some(Ok(c));
+                None
+            }
+            Ok(None) => match self.other_side_gone() {
+                // Drain past any other slot a gone sender left claimed.
+                Some(how) => match self.last_look() {
+                    Ok(None) => Some(how),
+                    r => {
+                        *found.borrow_mut() = Some(r.map(Option::unwrap).map_err(Error::from));
+                        None
+                    }
+                },
+                None => None,
+            },
+            Err(c) => {
+                *found.borrow_mut() = Some(Err(c.into()));
+                None
+            }
+        }
+    }
+}
+impl Endpoint {
     #[allow(clippy::disallowed_types)] // process-local `wait`, `last_slow`
     fn attach(mapped: StdArc<Mapped>, role: u32) -> Result<Arc<Endpoint>> {
         let me = Me::get();
@@ -666,48 +716,8 @@ impl Receiver {
                 light_wakers: &h.light_wakers,
                 drain_when_gone: true,
             },
-            || {
-                if let Some(r) = found.borrow_mut().take() {
-                    return Some(r);
-                }
-                match ep.ring.try_claim_recv(ep.claim) {
-                    Ok(Some(c)) => Some(Ok(c)),
-                    Ok(None) if ep.other_side_closed() => Some(match ep.last_look() {
-                        Ok(Some(c)) => Ok(c),
-                        Ok(None) => Err(Error::Disconnected),
-                        Err(c) => Err(c.into()),
-                    }),
-                    Ok(None) => None,
-                    Err(c) => Some(Err(c.into())),
-                }
-            },
-            || {
-                if !ep.slow_path_due() {
-                    return None;
-                }
-                match ep.ring.recover_recv(ep.claim) {
-                    Ok(Some(c)) => {
-                        *found.borrow_mut() = Some(Ok(c));
-                        None
-                    }
-                    Ok(None) => match ep.other_side_gone() {
-                        // Drain past any other slot a gone sender left claimed.
-                        Some(how) => match ep.last_look() {
-                            Ok(None) => Some(how),
-                            r => {
-                                *found.borrow_mut() =
-                                    Some(r.map(Option::unwrap).map_err(Error::from));
-                                None
-                            }
-                        },
-                        None => None,
-                    },
-                    Err(c) => {
-                        *found.borrow_mut() = Some(Err(c.into()));
-                        None
-                    }
-                }
-            },
+            || ep.recv_look(&found),
+            || ep.recv_slow_look(&found),
         )?;
         Ok(ReadGuard::new(ep, claim))
     }

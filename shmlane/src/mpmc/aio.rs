@@ -36,47 +36,8 @@ impl Endpoint {
             || Cell::new(self.shared.clone(), reactor::data_cell, 0),
             Some(notify),
             true,
-            || {
-                if let Some(r) = found.borrow_mut().take() {
-                    return Some(r);
-                }
-                match self.ring.try_claim_recv(self.claim) {
-                    Ok(Some(c)) => Some(Ok(c)),
-                    Ok(None) if self.other_side_closed() => Some(match self.last_look() {
-                        Ok(Some(c)) => Ok(c),
-                        Ok(None) => Err(Error::Disconnected),
-                        Err(c) => Err(c.into()),
-                    }),
-                    Ok(None) => None,
-                    Err(c) => Some(Err(c.into())),
-                }
-            },
-            || {
-                if !self.slow_path_due() {
-                    return None;
-                }
-                match self.ring.recover_recv(self.claim) {
-                    Ok(Some(c)) => {
-                        *found.borrow_mut() = Some(Ok(c));
-                        None
-                    }
-                    Ok(None) => match self.other_side_gone() {
-                        Some(how) => match self.last_look() {
-                            Ok(None) => Some(how),
-                            r => {
-                                *found.borrow_mut() =
-                                    Some(r.map(Option::unwrap).map_err(Error::from));
-                                None
-                            }
-                        },
-                        None => None,
-                    },
-                    Err(c) => {
-                        *found.borrow_mut() = Some(Err(c.into()));
-                        None
-                    }
-                }
-            },
+            || self.recv_look(&found),
+            || self.recv_slow_look(&found),
         )
         // `poll` always runs `check` after `peer_gone`, so `found` is empty here.
     }
