@@ -211,12 +211,14 @@ fn get_u64(file: &File, off: u64) -> u64 {
     u64::from_ne_bytes(b)
 }
 
+mod broadcast_corrupt;
 mod broadcast_ops;
 mod corrupt;
 mod header;
 mod mpmc_ops;
 mod spsc_ops;
 
+pub use broadcast_corrupt::broadcast_corrupt;
 pub use broadcast_ops::broadcast_ops;
 pub use corrupt::{corrupt_consume, corrupt_consume_mpmc};
 pub use header::{open_header, open_header_opened, validate_header};

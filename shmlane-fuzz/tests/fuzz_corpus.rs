@@ -85,6 +85,11 @@ fn broadcast_ops() {
 }
 
 #[test]
+fn broadcast_corrupt() {
+    replay("broadcast_corrupt", shmlane_fuzz::broadcast_corrupt);
+}
+
+#[test]
 fn mpmc_ops() {
     replay("mpmc_ops", shmlane_fuzz::mpmc_ops);
 }
@@ -161,13 +166,15 @@ fn known_bugs() {
 /// A fuzz function.
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 6] = [
+const TARGETS: [(&str, Target); 8] = [
     ("open_header", shmlane_fuzz::open_header),
     ("validate_header", shmlane_fuzz::validate_header),
     ("spsc_ops", shmlane_fuzz::spsc_ops),
     ("mpmc_ops", shmlane_fuzz::mpmc_ops),
     ("corrupt_consume", shmlane_fuzz::corrupt_consume),
     ("corrupt_consume_mpmc", shmlane_fuzz::corrupt_consume_mpmc),
+    ("broadcast_ops", shmlane_fuzz::broadcast_ops),
+    ("broadcast_corrupt", shmlane_fuzz::broadcast_corrupt),
 ];
 
 /// The seeds copied from real segments still open with this build (after a change of
@@ -509,5 +516,77 @@ mod seeds {
             &[&[0, 10, 3], &[1, 50, 0], &[2, 99, 7], &[3, 0, 1]],
             &[40, 120, 300],
         );
+        broadcast_corrupt_seeds(&mut rng);
+    }
+
+    /// broadcast_corrupt: [capacity, max, mode, third, rounds, (lens), unread, (lens),
+    /// flags, grant len, corruptions, (each), ops...] (see shmlane_fuzz::broadcast_corrupt;
+    /// a length byte 0xfe is max_message).
+    fn broadcast_corrupt_seeds(rng: &mut Rng) {
+        let t = "broadcast_corrupt";
+        // Reads for every subscriber, a send, reads again, the publisher leaves, reads.
+        let ops: &[u8] = &[
+            3, 0x13, 0x23, 0, 0xfe, 4, 0x14, 0x24, 5, 0x15, 0x87, 3, 0x13,
+        ];
+        let run = |head: &[u8], corrupt: &[u8]| {
+            let mut d = head.to_vec();
+            d.extend(corrupt);
+            d.extend(ops);
+            d
+        };
+        // Block, 256 bytes, max 60: 9 rounds (wraps: padding in play), 3 unread.
+        let block: &[u8] = &[
+            0, 60, 0x14, 0, 9, 0xfe, 0xfe, 0xfe, 0xfe, 0xfe, 0xfe, 0xfe, 0xfe, 0xfe,
+        ];
+        let lap: &[u8] = &[
+            1, 70, 0x13, 1, 12, 0xfe, 0xfe, 0xfe, 0xfe, 0xfe, 0xfe, 0xfe, 0xfe, 0xfe, 0xfe, 0xfe,
+            0xfe,
+        ];
+        let unread: &[u8] = &[3, 0xfe, 0xfe, 0xfe];
+        let with = |mode: &[u8], flags: u8, n: u8, items: &[u8]| {
+            let mut c = unread.to_vec();
+            c.extend([flags, 0xfe, n]);
+            c.extend(items);
+            run(mode, &c)
+        };
+        write(t, "intact-block", &with(block, 0, 0, &[]));
+        write(t, "intact-lap", &with(lap, 0, 0, &[]));
+        // A grant held across, committed.
+        write(t, "intact-grant", &with(block, 3, 0, &[]));
+        // write_pos 16 ahead; frontier 32 ahead; tail 128 back.
+        write(t, "write-pos", &with(block, 0, 1, &[0, 0, 1, 1, 0]));
+        write(t, "frontier", &with(lap, 0, 1, &[0, 1, 1, 2, 0]));
+        write(t, "tail", &with(lap, 0, 1, &[0, 2, 2, 8, 0]));
+        // A cursor's position misaligned; cursor states EVICTED and LAPPED.
+        write(t, "cursor-pos", &with(block, 0, 1, &[2, 0, 0, 3, 1]));
+        write(
+            t,
+            "cursor-state",
+            &with(block, 0, 2, &[2, 1, 2, 3, 2, 2, 2, 4]),
+        );
+        // A record header: length just over max_message; a padding flag; a wrong seq.
+        write(
+            t,
+            "record-len",
+            &with(block, 0, 1, &[5, 4, 0, 1, 1, 0, 0, 0, 0]),
+        );
+        write(t, "record-pad", &with(lap, 0, 1, &[5, 2, 0, 0, 0, 0, 3, 0]));
+        write(
+            t,
+            "record-seq",
+            &with(lap, 0, 1, &[5, 4, 0, 2, 0xfe, 1, 1, 0, 2]),
+        );
+        // The overflow mode flipped; a registry entry scribbled.
+        write(t, "overflow", &with(block, 0, 1, &[1, 0, 2, 0, 0, 0]));
+        write(t, "registry", &with(block, 0, 1, &[3, 2, 0, 7, 0, 0, 0]));
+        let mut i = 0;
+        for head in [block, lap] {
+            for len in [40, 120, 300] {
+                let mut d = head.to_vec();
+                d.extend(rng.bytes(len));
+                write(t, &format!("random-{i}"), &d);
+                i += 1;
+            }
+        }
     }
 }

@@ -14,7 +14,9 @@
 //! - record sizes: [`record_size`], [`RECORD_HEADER`], [`RECORD_ALIGN`], [`SLOT_HEADER`],
 //!   [`SLOT_ALIGN`];
 //! - process identity: [`process_alive`], [`self_start_time`];
-//! - [`copy_bytes`], the ring's payload copy (benchmarked by `benches/copy.rs`).
+//! - [`copy_bytes`], the ring's payload copy (benchmarked by `benches/copy.rs`);
+//! - the broadcast data area's layout ([`broadcast`]: control block, cursor slots, the
+//!   record ring), for the corrupt-segment fuzz target.
 
 pub use crate::ring::copy::{copy_bytes, VECTOR_COPY_MIN};
 pub use crate::segment::header::{
@@ -27,6 +29,18 @@ pub use crate::segment::layout::{
 pub use crate::segment::validate::{validate, NameCheck, Snapshot};
 pub use crate::segment::{sysv_key, validate_name, Segment};
 pub use crate::Kind;
+
+/// The broadcast ring's data-area layout (see `ring::broadcast`'s module docs): the
+/// control block (`write_pos`, `frontier`, `tail`, `attach_epoch`) at offset 0 of the data
+/// area, the config block at 128, cursor slot `k` at `CONTROL_SIZE + k * CURSOR_SLOT`, the
+/// record ring at `ring_offset(slot_count)`.
+pub mod broadcast {
+    pub use crate::ring::broadcast::{
+        bc_record_size, ring_offset, Config, Control, CursorSlot, BC_ALIGN, BC_HEADER,
+        CONTROL_SIZE, CURSOR_NAME_CAP, CURSOR_SLOT, C_ACTIVE, C_DETACHED, C_EVICTED, C_FREE,
+        C_LAPPED, OVERFLOW_BLOCK, OVERFLOW_LAP,
+    };
+}
 
 /// Under loom: waits on the model semaphores that end by a timeout first (see the loom
 /// models in `tests/loom.rs`).
