@@ -153,6 +153,51 @@ pub fn model_trio(
     (p, a, b)
 }
 
+/// Under loom: a publisher alone on a heap segment of `max_subscribers` cursor slots, and
+/// the [`ModelRing`] that subscribers join through while it publishes (the join models).
+#[cfg(loom)]
+#[doc(hidden)]
+pub fn model_publisher(
+    capacity: usize,
+    max_message: usize,
+    max_subscribers: usize,
+    overflow: Overflow,
+    evict_after: Duration,
+    wait: Wait,
+) -> (Publisher, ModelRing) {
+    let opts = Options::new()
+        .capacity(capacity)
+        .max_message(max_message)
+        .max_subscribers(max_subscribers)
+        .overflow(overflow)
+        .evict_after(evict_after)
+        .wait(wait);
+    let shared = channel::model_with("/loom", geometry(&opts).expect("geometry"), |m| {
+        ring::init(m, overflow.to_raw(), evict_after)
+    });
+    let p = Publisher::attach(shared.clone()).expect("publisher");
+    (p, ModelRing(shared))
+}
+
+/// Under loom: the model segment of [`model_publisher`], to subscribe to (from any thread).
+#[cfg(loom)]
+#[doc(hidden)]
+#[derive(Clone)]
+pub struct ModelRing(Arc<Mapped>);
+
+#[cfg(loom)]
+impl ModelRing {
+    /// [`Subscriber::open`] on the model segment.
+    pub fn subscribe(&self, start: StartAt) -> Result<Subscriber> {
+        Subscriber::attach(self.0.clone(), None, start)
+    }
+
+    /// [`Subscriber::open_named`] on the model segment.
+    pub fn subscribe_named(&self, cursor_name: &str, start: StartAt) -> Result<Subscriber> {
+        Subscriber::attach(self.0.clone(), Some(cursor_name), start)
+    }
+}
+
 /// The one publisher of a broadcast ring. `Send`.
 pub struct Publisher {
     ring: PubRing,
