@@ -134,7 +134,7 @@ pub fn broadcast_corrupt(data: &[u8]) {
     let mode = inp.u8();
     let lap = mode & 1 == 1;
     let wait = wait_of(mode >> 1);
-    let evict_ms = u64::from(mode >> 4) % 3;
+    let evict_ms = 1 + u64::from(mode >> 4) % 3; // Options refuses under 1 ms
     let name = ShmName::new("bcc");
     let opts = Options::new()
         .capacity(cap)

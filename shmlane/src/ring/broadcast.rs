@@ -1191,6 +1191,13 @@ impl SubRing {
                 Ok(p) => p,
                 Err(c) => return c.into(),
             };
+            if write - tail > self.cap {
+                // The publisher keeps `write - tail <= capacity`: loaded while it moved on
+                // (load again), or corrupt (then rejoining at the tail would find us more
+                // than a ring behind again, forever: this loop is bounded, ending in
+                // Corrupt below).
+                continue;
+            }
             let Some(seq) = a.seq_at(tail) else {
                 continue;
             };

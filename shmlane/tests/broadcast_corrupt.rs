@@ -1,0 +1,65 @@
+//! Broadcast rings overwritten behind the endpoints' backs. The fuzz target
+//! `broadcast_corrupt` (shmlane-fuzz) explores this widely; the tests here pin down what
+//! it found, deterministically.
+
+mod common;
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::time::Duration;
+
+use common::TestName;
+use memoffset::offset_of;
+use shmlane::broadcast::{Overflow, Publisher, StartAt, Subscriber};
+use shmlane::format::broadcast::Control;
+use shmlane::format::HEADER_SIZE;
+use shmlane::{Error, Options, Wait};
+
+/// Found by fuzzing: a `write_pos` more than a ring ahead of `tail` (both aligned and in
+/// order, so the subscriber's checks let them through) made `try_recv` spin forever: the
+/// subscriber found itself more than a ring behind, rejoined at the tail with nothing
+/// missed (it stood at the tail), and found itself more than a ring behind again (each
+/// round a membarrier).
+/// Now a rejoin retries such positions a bounded number of times, then `Corrupt`.
+#[test]
+fn write_pos_far_ahead_of_tail_is_corrupt_not_a_hang() {
+    for overflow in [Overflow::Block, Overflow::Lap] {
+        let name = TestName::new("bcc-far");
+        let opts = Options::new()
+            .capacity(256)
+            .max_message(16)
+            .max_subscribers(2)
+            .overflow(overflow)
+            .wait(Wait::Block);
+        let mut p = Publisher::create(&name, &opts).unwrap();
+        let mut s = Subscriber::open(&name, StartAt::Oldest).unwrap();
+        p.send(b"one").unwrap();
+        p.send(b"two").unwrap();
+        // The subscriber stands at the tail (nothing read, nothing overwritten yet).
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/dev/shm{}", &*name))
+            .unwrap();
+        let off = (HEADER_SIZE + offset_of!(Control, write_pos)) as u64;
+        let mut b = [0u8; 8];
+        file.read_exact_at(&mut b, off).unwrap();
+        let far = u64::from_ne_bytes(b) + 64 * 256;
+        file.write_all_at(&far.to_ne_bytes(), off).unwrap();
+
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            let r = (0..4).find_map(|_| s.try_recv().err());
+            let _ = tx.send(r);
+        });
+        let r = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("{overflow:?}: try_recv hangs on a write_pos far ahead"));
+        assert!(
+            matches!(r, Some(Error::Corrupt { .. })),
+            "{overflow:?}: {r:?}"
+        );
+        t.join().unwrap();
+        drop(p);
+    }
+}
