@@ -561,7 +561,10 @@ fn bc_join(overflow: broadcast::Overflow, start: broadcast::StartAt, total: u64)
 fn bc_join_block_ok(start: broadcast::StartAt) {
     let (first, seen) = bc_join(broadcast::Overflow::Block, start, 4);
     assert_eq!((seen.next, seen.evicted), (4, false), "joined at {first}");
-    assert_eq!(seen.laps_after_read, 0, "joined at {first}: lapped in Block mode");
+    assert_eq!(
+        seen.laps_after_read, 0,
+        "joined at {first}: lapped in Block mode"
+    );
     assert!(seen.laps <= 1, "joined at {first}: {} laps", seen.laps);
 }
 
