@@ -356,7 +356,7 @@ pub fn broadcast_corrupt(data: &[u8]) {
         let op = inp.u8();
         let k = usize::from(op >> 4) % SUBS;
         match op % 8 {
-            0 | 1 | 2 => {
+            0..=2 => {
                 let Some(pb) = p.as_mut() else { continue };
                 let len = inp.len(max);
                 let seq = pb.published();

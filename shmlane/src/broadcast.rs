@@ -186,6 +186,13 @@ pub fn model_publisher(
 pub struct ModelRing(Arc<Mapped>);
 
 #[cfg(loom)]
+impl std::fmt::Debug for ModelRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelRing").finish_non_exhaustive()
+    }
+}
+
+#[cfg(loom)]
 impl ModelRing {
     /// [`Subscriber::open`] on the model segment.
     pub fn subscribe(&self, start: StartAt) -> Result<Subscriber> {
