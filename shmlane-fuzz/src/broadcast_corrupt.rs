@@ -14,7 +14,9 @@
 
 use super::*;
 use shmlane::broadcast::{Overflow, Publisher, StartAt, Subscriber};
-use shmlane::format::broadcast::{ring_offset, CONTROL_SIZE, CURSOR_NAME_CAP, CURSOR_SLOT};
+use shmlane::format::broadcast::{
+    ring_offset, Config, Control, CursorSlot, CONTROL_SIZE, CURSOR_NAME_CAP, CURSOR_SLOT,
+};
 
 /// Cursor slots (and subscriber places) of the fuzzed ring.
 const SUBS: usize = 3;
@@ -227,17 +229,36 @@ pub fn broadcast_corrupt(data: &[u8]) {
         match what % 8 {
             0 => {
                 // write_pos, frontier, tail, attach_epoch.
-                let off = data_at + 8 * u64::from(inp.u8() % 4);
+                let field = [
+                    offset_of!(Control, write_pos),
+                    offset_of!(Control, frontier),
+                    offset_of!(Control, tail),
+                    offset_of!(Control, attach_epoch),
+                ][usize::from(inp.u8() % 4)];
+                let off = data_at + field as u64;
                 let v = new_pos(&mut inp, get_u64(&file, off));
                 changed |= scribble(&file, off, &v.to_ne_bytes());
             }
             1 => {
                 // The config: overflow, max_subscribers, evict_after_ns.
-                let at = data_at + 128;
+                let at = data_at + std::mem::size_of::<Control>() as u64;
+                let off = |o: usize| at + o as u64;
                 changed |= match inp.u8() % 3 {
-                    0 => scribble(&file, at, &(inp.u32() % 4).to_ne_bytes()),
-                    1 => scribble(&file, at + 4, &inp.u32().to_ne_bytes()),
-                    _ => scribble(&file, at + 8, &inp.u64().to_ne_bytes()),
+                    0 => scribble(
+                        &file,
+                        off(offset_of!(Config, overflow)),
+                        &(inp.u32() % 4).to_ne_bytes(),
+                    ),
+                    1 => scribble(
+                        &file,
+                        off(offset_of!(Config, max_subscribers)),
+                        &inp.u32().to_ne_bytes(),
+                    ),
+                    _ => scribble(
+                        &file,
+                        off(offset_of!(Config, evict_after_ns)),
+                        &inp.u64().to_ne_bytes(),
+                    ),
                 };
             }
             2 => {
@@ -245,7 +266,12 @@ pub fn broadcast_corrupt(data: &[u8]) {
                 let at = slot_at(usize::from(inp.u8()) % SUBS);
                 changed |= match inp.u8() % 5 {
                     f @ (0 | 1) => {
-                        let off = at + 8 * u64::from(f);
+                        let field = if f == 0 {
+                            offset_of!(CursorSlot, pos)
+                        } else {
+                            offset_of!(CursorSlot, seq)
+                        };
+                        let off = at + field as u64;
                         let v = new_pos(&mut inp, get_u64(&file, off));
                         scribble(&file, off, &v.to_ne_bytes())
                     }
@@ -256,7 +282,11 @@ pub fn broadcast_corrupt(data: &[u8]) {
                         } else {
                             u32::from(b % 6)
                         };
-                        scribble(&file, at + 16, &v.to_ne_bytes())
+                        scribble(
+                            &file,
+                            at + offset_of!(CursorSlot, state) as u64,
+                            &v.to_ne_bytes(),
+                        )
                     }
                     3 => {
                         let b = inp.u8();
@@ -265,11 +295,13 @@ pub fn broadcast_corrupt(data: &[u8]) {
                         } else {
                             u32::from(b) % (CURSOR_NAME_CAP as u32 + 4)
                         };
-                        scribble(&file, at + 20, &v.to_ne_bytes())
+                        let o = offset_of!(CursorSlot, name_len) as u64;
+                        scribble(&file, at + o, &v.to_ne_bytes())
                     }
                     _ => {
                         let n = usize::from(inp.u8()) % CURSOR_NAME_CAP;
-                        scribble(&file, at + 24, inp.take(n))
+                        let o = offset_of!(CursorSlot, name) as u64;
+                        scribble(&file, at + o, inp.take(n))
                     }
                 };
             }

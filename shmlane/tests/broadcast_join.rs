@@ -7,16 +7,15 @@ use common::TestName;
 use shmlane::broadcast::{Overflow, Publisher, StartAt, Subscriber};
 use shmlane::{Error, Options, TrySendError, Wait};
 
-/// KNOWN BUG (reported to the lead; found by `broadcast_corrupt` and the loom join
-/// models): a Block-mode subscriber that joins at `Oldest` a full ring whose publisher has
-/// cached "no cursor holds me" is lapped by the next send instead of holding it back.
-/// The publisher skips its scan (`lo <= slowest`), stores `frontier = lo` past the
-/// joiner's cursor, then sees `attach_epoch` changed, rescans, finds the joiner below
-/// `frontier`, marks it `LAPPED` and overwrites the oldest message: `try_send` succeeds
-/// and the joiner's first `try_recv` is `Lapped { missed: 1 }`, in Block mode, although
-/// its open returned before that send began.
+/// A Block-mode subscriber that joins a full ring at `Oldest` while the publisher has
+/// cached "no cursor holds me" holds it back from the next send on. Found by
+/// `broadcast_corrupt`: the publisher skipped its scan (`lo <= slowest`), stored
+/// `frontier` past the joiner's cursor, then saw `attach_epoch` changed, found the joiner
+/// below `frontier`, marked it `LAPPED` and overwrote the oldest message (`try_send`
+/// succeeded, the joiner's first `try_recv` was `Lapped { missed: 1 }`). Fixed on main by
+/// the check of `attach_epoch` before `frontier` moves (`advance_frontier`); the race of a
+/// join *during* that move remains (loom: `broadcast_join_block_never_lapped`).
 #[test]
-#[ignore = "known bug: a Block-mode Oldest joiner is lapped by the next send (see the doc comment)"]
 fn block_oldest_joiner_holds_the_publisher_back() {
     let name = TestName::new("bc-join-oldest");
     let opts = Options::new()
