@@ -375,7 +375,18 @@ impl Publisher {
         }
     }
 
+    #[inline]
     fn reserve_inner(&mut self, len: usize, deadline: Option<Instant>) -> Result<WriteGrant<'_>> {
+        // The common case inline, so the grant stays in registers.
+        if let Some(spot) = self.ring.try_reserve_fast(len) {
+            return Ok(WriteGrant::new(self, spot, len));
+        }
+        self.reserve_slow(len, deadline)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn reserve_slow(&mut self, len: usize, deadline: Option<Instant>) -> Result<WriteGrant<'_>> {
         let max = self.ring.max_message();
         if len > max {
             return Err(Error::MessageTooLarge { len, max });
@@ -604,6 +615,7 @@ impl<'a> WriteGrant<'a> {
     /// p.reserve(1)?.commit();
     /// # Ok(()) }
     /// ```
+    #[inline]
     pub fn commit(self) {
         self.publisher.ring.commit(&self.spot, self.len, self.tag);
     }
@@ -843,7 +855,10 @@ impl Subscriber {
     /// ```
     #[inline]
     pub fn recv(&mut self) -> Result<ReadGuard<'_>> {
-        let got = self.next_own(Some(None))?;
+        let got = match self.ring.read_fast(&mut self.buf) {
+            Some(got) => got,
+            None => self.next_own(Some(None))?,
+        };
         Ok(self.guard(got))
     }
 
@@ -875,7 +890,10 @@ impl Subscriber {
     /// ```
     #[inline]
     pub fn try_recv(&mut self) -> Result<ReadGuard<'_>> {
-        let got = self.next_own(None)?;
+        let got = match self.ring.read_fast(&mut self.buf) {
+            Some(got) => got,
+            None => self.next_own(None)?,
+        };
         Ok(self.guard(got))
     }
 
@@ -896,6 +914,7 @@ impl Subscriber {
         Ok((got.tag, got.len))
     }
 
+    #[inline]
     fn guard(&self, got: Got) -> ReadGuard<'_> {
         ReadGuard {
             data: &self.buf[..got.len],
@@ -904,6 +923,7 @@ impl Subscriber {
         }
     }
 
+    #[inline(never)]
     fn next_own(&mut self, wait: Option<Option<Instant>>) -> Result<Got> {
         let mut buf = std::mem::take(&mut self.buf);
         let r = self.next(&mut buf, wait);

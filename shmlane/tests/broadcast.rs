@@ -197,6 +197,154 @@ fn lap_mode_counts_exactly_what_was_missed() {
     assert!(next <= sent);
 }
 
+/// Where the messages of a stream land in a broadcast ring of `cap` bytes, and where its
+/// frontier is: the ring's documented rules (16-byte header, payload padded to 16, no
+/// record wraps; before a record overwrites bytes at or above the frontier, the frontier
+/// moves to the next multiple of the step, or to the write position if that is lower).
+struct Layout {
+    cap: u64,
+    step: u64,
+    write: u64,
+    frontier: u64,
+    /// Per message: (padding start or record start, record start).
+    spans: Vec<(u64, u64)>,
+}
+
+impl Layout {
+    fn push(&mut self, len: usize) {
+        let rec = 16 + len.next_multiple_of(16) as u64;
+        let to_end = self.cap - self.write % self.cap;
+        let first = self.write;
+        let pos = if rec > to_end { first + to_end } else { first };
+        let lo = (pos + rec + 16).saturating_sub(self.cap);
+        if lo > self.frontier {
+            self.frontier = lo.next_multiple_of(self.step).min(first).max(lo);
+        }
+        self.write = pos + rec;
+        self.spans.push((first, pos));
+    }
+
+    /// The oldest message still in the ring: the first record at or after the frontier.
+    fn oldest(&self) -> u64 {
+        self.spans
+            .partition_point(|&(_, start)| start < self.frontier) as u64
+    }
+}
+
+/// The ring gives up old messages a frontier step at a time (1/16 of the ring here):
+/// `StartAt::Oldest` still finds every message but at most a step (plus a record) of the
+/// ring's bytes, exactly as published, also after the publisher was closed and reopened
+/// (a new publisher finds the tail by walking the records it did not write); a Lap
+/// subscriber's counts stay exact throughout.
+#[test]
+fn oldest_keeps_all_but_a_step_of_history_across_publishers() {
+    let name = TestName::new("bc-steps");
+    let cap = 4096u64;
+    let step = cap / 16;
+    let max_rec = 16 + MAX.next_multiple_of(16) as u64;
+    let opts = Options::new()
+        .capacity(cap as usize)
+        .max_message(MAX)
+        .overflow(Overflow::Lap)
+        .persist(true); // the name outlives the first publisher (TestName removes it)
+    let mut p = Some(Publisher::create(&name, &opts).unwrap());
+    let mut slow = Subscriber::open(&name, StartAt::Oldest).unwrap();
+    let mut layout = Layout {
+        cap,
+        step,
+        write: 0,
+        frontier: 0,
+        spans: Vec::new(),
+    };
+    let (mut scratch, mut buf) = (Vec::new(), Vec::new());
+    let (mut sent, mut next, mut laps, mut checked) = (0u64, 0u64, 0, 0);
+    for round in 0..400u64 {
+        if round % 23 == 11 {
+            // A new publisher, which did not write what is in the ring.
+            drop(p.take());
+            p = Some(Publisher::open(&name).unwrap());
+        }
+        let n = (round * 7) % 13;
+        for i in sent..sent + n {
+            message(5, i, &mut buf);
+            layout.push(buf.len());
+        }
+        publish(p.as_mut().unwrap(), 5, sent..sent + n);
+        sent += n;
+        if round % 3 == 0 && sent > 0 {
+            let mut late = Subscriber::open(&name, StartAt::Oldest).unwrap();
+            let m = late.try_recv().unwrap();
+            let first = m.position();
+            let (tag, bytes) = (m.tag(), m.to_vec());
+            expect(5, first, &bytes, tag, first, &mut scratch);
+            assert_eq!(
+                first,
+                layout.oldest(),
+                "the oldest message still in the ring"
+            );
+            let (pad_or_start, start) = layout.spans[first as usize];
+            // At most a step (and the record across its end) of the ring is given up.
+            assert!(layout.write - start <= cap - 16);
+            assert!(first == 0 || layout.write - pad_or_start > cap - step - max_rec);
+            checked += 1;
+        }
+        for _ in 0..(round % 4) {
+            match slow.try_recv() {
+                Ok(m) => {
+                    let (tag, pos, bytes) = (m.tag(), m.position(), m.to_vec());
+                    expect(5, next, &bytes, tag, pos, &mut scratch);
+                    next += 1;
+                }
+                Err(Error::Lapped { missed }) => {
+                    laps += 1;
+                    next += missed;
+                    assert_eq!(slow.next_position(), next);
+                }
+                Err(Error::Empty) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    assert!(
+        laps > 5 && checked > 100,
+        "{laps} laps, {checked} joiners checked"
+    );
+}
+
+/// A Block publisher that caught up with its slowest subscriber waits until that
+/// subscriber has freed a whole frontier step, not a single record.
+#[test]
+fn block_mode_frees_a_step_at_a_time() {
+    let name = TestName::new("bc-step-block");
+    // 4096-byte ring: a step is 256 bytes, four 64-byte records (48-byte payloads).
+    let opts = Options::new()
+        .capacity(4096)
+        .max_message(48)
+        .evict_after(Duration::from_secs(60));
+    let mut p = Publisher::create(&name, &opts).unwrap();
+    let mut s = Subscriber::open(&name, StartAt::Oldest).unwrap();
+    let mut sent = 0u64;
+    while p.try_send(&[sent as u8; 48]).is_ok() {
+        sent += 1;
+    }
+    // 4096 bytes, 64 per record, 16 for the stub: the 64th record would overwrite the
+    // first 16 bytes, so the frontier must move to 256 — past the unread first step.
+    assert_eq!(sent, 63);
+    for i in 0..3u64 {
+        assert_eq!(s.recv().unwrap()[0], i as u8);
+        assert!(
+            matches!(p.try_send(&[0; 48]), Err(TrySendError::Full)),
+            "room after reading {} records of the step",
+            i + 1
+        );
+    }
+    assert_eq!(s.recv().unwrap()[0], 3);
+    p.try_send(&[sent as u8; 48]).unwrap();
+    for i in 4..=sent {
+        assert_eq!(s.recv().unwrap()[0], i as u8);
+    }
+}
+
 #[test]
 fn roles_limits_and_bad_options() {
     let name = TestName::new("bc-roles");

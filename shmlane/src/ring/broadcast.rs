@@ -3,7 +3,7 @@
 //! # Layout of the data area
 //!
 //! ```text
-//! HEADER_SIZE + 0      Control  (128 B): write_pos, frontier, tail, attach_epoch   (hot)
+//! HEADER_SIZE + 0      Control  (128 B): write_pos (hot line); frontier, tail, attach_epoch (next line)
 //! HEADER_SIZE + 128    Config   (128 B): overflow mode, evict_after, max_subscribers (set once)
 //! HEADER_SIZE + 256    CursorSlot x max_subscribers (128 B each): pos, seq, state, name
 //! HEADER_SIZE + ring_offset(n)   the record ring, `capacity` bytes (a power of two)
@@ -36,6 +36,20 @@
 //! - `tail`: the oldest record start not below `frontier` (where `StartAt::Oldest` and a
 //!   lapped subscriber go on). Invariant: `frontier <= tail <= write_pos`.
 //!
+//! **Frontier steps.** `frontier` does not follow every record: when a record would
+//! overwrite bytes at or above it, the publisher moves it to the next multiple of the
+//! step ([`frontier_step`]: 1/16 of the ring, at most 64 KiB; or to `write_pos` if that
+//! comes first), and takes `tail` from marks it keeps while committing (the first record
+//! start at or after each step boundary) instead of walking the records it gives up. So
+//! the stores of `frontier` and `tail`, the fence after them, the joiner check and, in
+//! Block mode, the look at the cursors happen once per step, not per message; a
+//! Lap-mode subscriber's `frontier` load hits its own cache (the line changes once per
+//! step; `write_pos`, which changes per message, is on the line before). The price:
+//! `frontier` runs up to a step ahead of the overwritten bytes, so the ring keeps
+//! between `capacity - step` and `capacity` bytes of messages, a Lap subscriber is lapped
+//! up to a step early, and a Block publisher waits until the slowest cursor is past the
+//! whole step (it evicts a cursor standing still anywhere below the step's end).
+//!
 //! # Memory ordering (the argument for each cross-process step)
 //!
 //! 1. **Publish.** The publisher writes the record bytes, its header and the next stub
@@ -60,7 +74,8 @@
 //!    validates it as in (2). The `seq` it reads there minus the `seq` it expected is the
 //!    exact number of messages it missed.
 //! 5. **Joining (Block mode).** The publisher caches the slowest cursor and rescans only
-//!    when it runs out of room, so a joining subscriber must not slip in behind a
+//!    when it runs out of room (or, cheaply, when it sees `attach_epoch` changed before
+//!    a step), so a joining subscriber must not slip in behind a
 //!    `frontier` the publisher is about to use. It is a Dekker pattern: the subscriber
 //!    stores its cursor, bumps `attach_epoch` (SeqCst) and issues the sleeper's barrier
 //!    (`fence(SeqCst)`, or the membarrier heavy barrier when light wakers are in use),
@@ -137,19 +152,37 @@ pub const fn bc_record_size(len: usize) -> usize {
     BC_HEADER + ((len + BC_ALIGN - 1) & !(BC_ALIGN - 1))
 }
 
+/// How far `frontier` moves at a time in a ring of `cap` bytes: 1/16 of the ring, at
+/// most 64 KiB, a multiple of [`BC_ALIGN`].
+#[inline]
+pub const fn frontier_step(cap: u64) -> u64 {
+    let s = cap / 16;
+    let s = if s > 64 << 10 { 64 << 10 } else { s };
+    let s = s & !(BC_ALIGN as u64 - 1);
+    if s < BC_ALIGN as u64 {
+        BC_ALIGN as u64
+    } else {
+        s
+    }
+}
+
 /// Offset of the record ring in the data area, for `n` cursor slots.
 #[inline]
 pub const fn ring_offset(n: usize) -> usize {
     CONTROL_SIZE + n * CURSOR_SLOT
 }
 
-/// The publisher's positions (one cache line pair: subscribers read `write_pos` and
-/// `frontier` together).
+/// The publisher's positions, on two cache lines: `write_pos` changes with every message;
+/// `frontier` (which a Lap-mode subscriber loads after every copy), `tail` and
+/// `attach_epoch` change once per frontier step, so those loads hit the subscriber's own
+/// cache instead of following the publisher's line around.
 #[repr(C, align(128))]
 #[derive(Debug)]
 pub struct Control {
     /// End of the last published record.
     pub write_pos: AtomicU64,
+    /// Keeps the lines apart.
+    pub _pad: [u8; 56],
     /// Positions below this may have been overwritten.
     pub frontier: AtomicU64,
     /// Oldest intact record start.
@@ -187,6 +220,9 @@ pub struct CursorSlot {
 }
 
 const _: () = assert!(std::mem::size_of::<Control>() == 128 || cfg!(loom));
+// The data area's layout is pinned here (the header's layout hash does not cover it;
+// a change of it bumps `VERSION`).
+const _: () = assert!(std::mem::offset_of!(Control, frontier) == 64 || cfg!(loom));
 const _: () = assert!(std::mem::size_of::<Config>() == 128 || cfg!(loom));
 const _: () = assert!(std::mem::size_of::<CursorSlot>() == CURSOR_SLOT || cfg!(loom));
 
@@ -236,6 +272,20 @@ pub(crate) struct Areas<'a> {
     /// Under loom: the ring's bytes as relaxed atomic words (see [`model_areas`]).
     #[cfg(loom)]
     pub words: &'a [AtomicU64],
+}
+
+/// [`areas`] of the segment an endpoint keeps alive, for the endpoint to keep beside it.
+///
+/// The borrow checker cannot see that the `Arc` in the same struct keeps the areas valid,
+/// so the lifetime is widened here; the endpoints use the areas inside their own methods
+/// and never hand out a reference from them.
+fn pinned_areas(m: &std::sync::Arc<Mapped>) -> Areas<'static> {
+    let a = areas(m);
+    // SAFETY: the areas point into the mapping (under loom: the model objects) owned by
+    // `**m`, which stays where it is and mapped while any clone of the Arc lives. Each
+    // caller stores the result next to a clone of `m` and never lets it outlive that
+    // clone (see above).
+    unsafe { std::mem::transmute::<Areas<'_>, Areas<'static>>(a) }
 }
 
 /// The areas of `m`, a validated (or freshly made) broadcast segment.
@@ -288,6 +338,7 @@ pub(crate) fn model_areas(n: usize, cap: usize) -> crate::segment::header::Broad
     (
         Control {
             write_pos: z(),
+            _pad: [0; 56],
             frontier: z(),
             tail: z(),
             attach_epoch: z(),
@@ -452,7 +503,7 @@ impl Areas<'_> {
         // The source may be written by the publisher meanwhile (a lap): the copy is
         // validated afterwards (module docs, (2)) and thrown away if so.
         unsafe {
-            std::ptr::copy_nonoverlapping(
+            super::copy::copy_raw(
                 self.ring.add(off as usize + BC_HEADER),
                 dst.as_mut_ptr(),
                 dst.len(),
@@ -501,6 +552,8 @@ struct Watch {
 /// The publisher's side of a broadcast ring.
 pub(crate) struct PubRing {
     mapped: std::sync::Arc<Mapped>,
+    /// The areas of `mapped` (see [`pinned_areas`]).
+    a: Areas<'static>,
     ring: *mut u8,
     cap: u64,
     mask: u64,
@@ -515,6 +568,15 @@ pub(crate) struct PubRing {
     frontier: u64,
     /// Block: the slowest holding cursor as last scanned (`u64::MAX`: none).
     slowest: u64,
+    /// `frontier` moves in steps of this many bytes (see `advance_frontier`).
+    step: u64,
+    /// For step boundary `b` in `(write - capacity, write]`, at `marks[b / step % len]`:
+    /// the first record start at or after `b` (known from `marked_from` on).
+    marks: Vec<u64>,
+    /// The first step boundary this publisher marked (it published everything after it).
+    marked_from: u64,
+    /// The next step boundary to mark (the first above `write`).
+    next_mark: u64,
     epoch: u64,
     watch: Vec<Watch>,
     liveness: crate::channel::RateLimit,
@@ -559,7 +621,12 @@ impl PubRing {
         let seq = a.read_header(write & (a.cap - 1)).seq;
         let epoch = a.control.attach_epoch.load(Ordering::Acquire);
         let ring = a.ring;
-        Ok(PubRing {
+        let step = frontier_step(g.capacity as u64);
+        let first_mark = write
+            .checked_next_multiple_of(step)
+            .ok_or_else(|| Corrupt(format!("broadcast write position {write} is out of range")))?;
+        let mut p = PubRing {
+            a: pinned_areas(&mapped),
             ring,
             cap: g.capacity as u64,
             mask: g.capacity as u64 - 1,
@@ -572,11 +639,17 @@ impl PubRing {
             frontier,
             // Scan before the first overwrite.
             slowest: 0,
+            step,
+            marks: vec![0; (g.capacity as u64 / step) as usize],
+            marked_from: first_mark,
+            next_mark: first_mark,
             epoch,
             watch: vec![Watch::default(); g.slot_count],
             liveness: Default::default(),
             mapped,
-        })
+        };
+        p.mark(write);
+        Ok(p)
     }
 
     pub(crate) fn max_message(&self) -> usize {
@@ -608,6 +681,18 @@ impl PubRing {
         (Spot { pos, pad }, end.saturating_sub(self.cap))
     }
 
+    /// [`try_reserve`](Self::try_reserve) when it is simple: `len <= max_message`, no
+    /// padding, and `frontier` already past what the record overwrites. `None`: ask
+    /// `try_reserve`.
+    #[inline(always)]
+    pub(crate) fn try_reserve_fast(&mut self, len: usize) -> Option<Spot> {
+        if len > self.max_message {
+            return None;
+        }
+        let (spot, lo) = self.plan(len);
+        (spot.pad == 0 && lo <= self.frontier).then_some(spot)
+    }
+
     /// Finds room for a record of `len` payload bytes (`len <= max_message`, checked by
     /// the caller). Block mode: `None` while the slowest holding subscriber has not read
     /// what the record would overwrite. Lap mode: always room.
@@ -615,15 +700,11 @@ impl PubRing {
     pub(crate) fn try_reserve(&mut self, len: usize) -> Result<Option<Spot>, Corrupt> {
         debug_assert!(len <= self.max_message);
         let (spot, lo) = self.plan(len);
-        if self.block && lo > self.frontier && lo > self.slowest {
-            self.slowest = self.scan(lo)?;
-            if lo > self.slowest {
-                return Ok(None);
-            }
+        if lo > self.frontier && !self.advance_frontier(lo)? {
+            return Ok(None);
         }
-        self.overwrite_below(lo)?;
         if spot.pad > 0 {
-            let a = areas(&self.mapped);
+            let a = self.a;
             a.write_header(
                 self.write & self.mask,
                 RawHeader {
@@ -636,16 +717,58 @@ impl PubRing {
         Ok(Some(spot))
     }
 
-    /// Moves `tail` and `frontier` up to `lo` before bytes below it are overwritten
-    /// (module docs, (2)); in Block mode, checks for joiners afterwards ((5)).
-    #[inline]
-    fn overwrite_below(&mut self, lo: u64) -> Result<(), Corrupt> {
-        if lo <= self.frontier {
-            return Ok(());
+    /// Moves `frontier` past `lo` (a record is about to overwrite the bytes below it) a
+    /// whole step at a time: to the next multiple of `step` (or `write_pos`, if that
+    /// comes first). Block mode: `Ok(false)` while a holding cursor is below that (no room
+    /// yet).
+    ///
+    /// Once per step instead of once per record: the stores of `tail` and `frontier` (on
+    /// the line every subscriber polls), the fence, the joiner check and, in Block mode,
+    /// the look at the cursors; `tail` comes from the marks `commit` leaves at each step
+    /// instead of a walk over the records given up. The price: `frontier` runs up to a step
+    /// ahead of what is overwritten, so a Lap-mode subscriber is lapped up to a step
+    /// earlier, `StartAt::Oldest` finds up to a step less history, and a Block-mode
+    /// publisher waits for the slowest subscriber to free a whole step.
+    #[cold]
+    #[inline(never)]
+    fn advance_frontier(&mut self, lo: u64) -> Result<bool, Corrupt> {
+        // lo <= write (plan: a record and a stub fit twice in the ring).
+        let target = lo
+            .checked_next_multiple_of(self.step)
+            .unwrap_or(u64::MAX)
+            .min(self.write)
+            .max(lo);
+        if self.block {
+            // A joiner announced since the last look (module docs, (5)): take its cursor
+            // into account before choosing to overwrite.
+            let epoch = self.a.control.attach_epoch.load(Ordering::Acquire);
+            if target > self.slowest || epoch != self.epoch {
+                self.epoch = epoch;
+                self.slowest = self.scan(target)?;
+            }
+            if target > self.slowest {
+                return Ok(false);
+            }
         }
-        let a = areas(&self.mapped);
+        let tail = self.tail_for(target)?;
+        self.overwrite_below(target, tail)?;
+        Ok(true)
+    }
+
+    /// The first record start at or after `target` (a multiple of `step`, or `write`).
+    fn tail_for(&self, target: u64) -> Result<u64, Corrupt> {
+        if target == self.write {
+            return Ok(target);
+        }
+        if target >= self.marked_from && target % self.step == 0 {
+            let t = self.marks[self.mark_index(target)];
+            debug_assert!(target <= t && t <= self.write);
+            return Ok(t);
+        }
+        // Records published before this publisher attached: walk them.
+        let a = self.a;
         let mut tail = self.tail;
-        while tail < lo {
+        while tail < target {
             // Our own records (published earlier), checked all the same.
             let off = tail & self.mask;
             let h = a.read_header(off);
@@ -669,6 +792,30 @@ impl PubRing {
                 )));
             }
         }
+        Ok(tail)
+    }
+
+    #[inline]
+    fn mark_index(&self, boundary: u64) -> usize {
+        ((boundary / self.step) as usize) & (self.marks.len() - 1)
+    }
+
+    /// Notes, for each step boundary up to `write`, the first record start at or after it
+    /// (`first`, the record just committed after any padding, or `write`).
+    #[inline]
+    fn mark(&mut self, first: u64) {
+        while self.next_mark <= self.write {
+            let b = self.next_mark;
+            let i = self.mark_index(b);
+            self.marks[i] = if b <= first { first } else { self.write };
+            self.next_mark += self.step;
+        }
+    }
+
+    /// Moves `tail` and `frontier` up to `lo` before bytes below it are overwritten
+    /// (module docs, (2)); in Block mode, checks for joiners afterwards ((5)).
+    fn overwrite_below(&mut self, lo: u64, tail: u64) -> Result<(), Corrupt> {
+        let a = self.a;
         self.tail = tail;
         self.frontier = lo;
         a.control.tail.store(tail, Ordering::Release);
@@ -680,7 +827,7 @@ impl PubRing {
             if epoch != self.epoch {
                 self.epoch = epoch;
                 // A subscriber joined: honour its cursor from the next record on. (This
-                // record only overwrites below `lo`, which the joiner sees, (5).)
+                // step only overwrites below `lo`, which the joiner sees, (5).)
                 self.slowest = self.scan(lo)?;
                 // (7): a joiner found below `lo` was marked LAPPED before we overwrite.
                 fence(Ordering::Release);
@@ -710,9 +857,9 @@ impl PubRing {
     }
 
     /// Writes the header and the next stub of the record at `spot` and publishes it.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn commit(&mut self, spot: &Spot, len: usize, tag: u32) {
-        let a = areas(&self.mapped);
+        let a = self.a;
         let rec = bc_record_size(len) as u64;
         a.publish_payload(spot.pos & self.mask, len);
         a.write_header(
@@ -725,6 +872,9 @@ impl PubRing {
         );
         self.seq += 1;
         self.write = spot.pos + rec;
+        if self.write >= self.next_mark {
+            self.mark(spot.pos);
+        }
         a.write_stub(self.write & self.mask, self.seq);
         a.control.write_pos.store(self.write, Ordering::Release);
         let h = self.mapped.header();
@@ -738,7 +888,7 @@ impl PubRing {
     /// that has blocked it without moving for `evict_after` is marked `EVICTED` here and
     /// no longer holds.
     pub(crate) fn scan(&mut self, lo: u64) -> Result<u64, Corrupt> {
-        let a = areas(&self.mapped);
+        let a = self.a;
         let m = &*self.mapped;
         // Asked only when a cursor blocks: the clock and the kernel cost a system call.
         let mut now: Option<Instant> = None;
@@ -820,7 +970,7 @@ impl PubRing {
 
     /// Subscribers attached now (`ACTIVE` slots whose process lives).
     pub(crate) fn live_subscribers(&self) -> usize {
-        let a = areas(&self.mapped);
+        let a = self.a;
         (0..a.cursors.len())
             .filter(|&k| {
                 a.cursors[k].state.load(Ordering::Acquire) == C_ACTIVE
@@ -860,6 +1010,8 @@ pub(crate) struct Got {
 /// A subscriber's side of a broadcast ring.
 pub(crate) struct SubRing {
     mapped: std::sync::Arc<Mapped>,
+    /// The areas of `mapped` (see [`pinned_areas`]).
+    a: Areas<'static>,
     cap: u64,
     mask: u64,
     max_message: usize,
@@ -912,6 +1064,7 @@ impl SubRing {
         let a = areas(&mapped);
         let block = a.config.overflow.load(Ordering::Relaxed) == OVERFLOW_BLOCK;
         let mut s = SubRing {
+            a: pinned_areas(&mapped),
             cap: g.capacity as u64,
             mask: g.capacity as u64 - 1,
             max_message: g.max_message,
@@ -931,7 +1084,7 @@ impl SubRing {
     /// Places the cursor and makes it `ACTIVE` (module docs, (5)).
     fn join(&mut self, start: Start) -> Result<(), Corrupt> {
         for _ in 0..10_000 {
-            let (write, tail, _) = load_positions(&areas(&self.mapped), false)?;
+            let (write, tail, _) = load_positions(&self.a, false)?;
             let (pos, known) = match start {
                 Start::Latest => (write, None),
                 Start::Oldest => (tail, None),
@@ -945,7 +1098,7 @@ impl SubRing {
                     (p, Some(s))
                 }
             };
-            let a = areas(&self.mapped);
+            let a = self.a;
             let seq = match (a.seq_at(pos), known) {
                 (Some(s), _) => s,
                 // The ring no longer holds the resumed position: keep the stored number,
@@ -976,7 +1129,7 @@ impl SubRing {
     /// so from now on it honours the cursor (reads are trusted, (7)); `Ok(false)`: it had
     /// (choose again). `Err(())`: the publisher evicted us meanwhile.
     fn announce(&mut self, pos: u64, seq: u64) -> Result<bool, ()> {
-        let a = areas(&self.mapped);
+        let a = self.a;
         let slot = &a.cursors[self.slot];
         slot.seq.store(seq, Ordering::Relaxed);
         slot.pos.store(pos, Ordering::Release);
@@ -1029,20 +1182,14 @@ impl SubRing {
 
     /// Bytes published that this subscriber has not read (loads `write_pos`).
     pub(crate) fn lag(&self) -> u64 {
-        let w = areas(&self.mapped)
-            .control
-            .write_pos
-            .load(Ordering::Acquire);
+        let w = self.a.control.write_pos.load(Ordering::Acquire);
         w.saturating_sub(self.pos)
     }
 
     /// Whether the publisher has marked this cursor evicted.
     #[inline]
     pub(crate) fn evicted(&self) -> bool {
-        areas(&self.mapped).cursors[self.slot]
-            .state
-            .load(Ordering::Acquire)
-            == C_EVICTED
+        self.a.cursors[self.slot].state.load(Ordering::Acquire) == C_EVICTED
     }
 
     /// Whether a published message waits (reloads `write_pos` if the cache says no).
@@ -1051,10 +1198,7 @@ impl SubRing {
         if self.cached_write != self.pos {
             return Ok(true);
         }
-        let w = areas(&self.mapped)
-            .control
-            .write_pos
-            .load(Ordering::Acquire);
+        let w = self.a.control.write_pos.load(Ordering::Acquire);
         check_align("write", w)?;
         if w < self.cached_write {
             return Err(Corrupt(format!(
@@ -1074,6 +1218,62 @@ impl SubRing {
         &mut self,
         buf: &mut [u8],
     ) -> Result<Option<Result<Got, usize>>, ReadErr> {
+        if let Some(got) = self.read_fast(buf) {
+            return Ok(Some(Ok(got)));
+        }
+        self.read_slow(buf)
+    }
+
+    /// The common case of [`try_read`](Self::try_read) in one straight line: the cursor
+    /// `ACTIVE`, a whole message published at it that fits `buf`, copied intact. `None`
+    /// for anything else (nothing published, padding, a lap, an eviction, a bad field):
+    /// [`read_slow`](Self::read_slow) then starts over and tells which. Nothing changes
+    /// unless the message is returned.
+    #[inline(always)]
+    pub(crate) fn read_fast(&mut self, buf: &mut [u8]) -> Option<Got> {
+        let a = self.a;
+        let pos = self.pos;
+        if self.cached_write == pos {
+            let w = a.control.write_pos.load(Ordering::Acquire);
+            // Backwards or misaligned: the slow path says so.
+            if w <= pos || w % BC_ALIGN as u64 != 0 {
+                return None;
+            }
+            self.cached_write = w;
+        }
+        let avail = self.cached_write - pos;
+        if a.cursors[self.slot].state.load(Ordering::Acquire) != C_ACTIVE {
+            return None;
+        }
+        let off = pos & self.mask;
+        let h = a.read_header(off);
+        // (A padding record's length, PAD_FLAG, is above every max_message.)
+        let len = h.len as usize;
+        if len > self.max_message || len > buf.len() {
+            return None;
+        }
+        let rec = bc_record_size(len) as u64;
+        if avail > self.cap || rec > avail || off + rec > self.cap {
+            return None;
+        }
+        a.copy_payload(off, &mut buf[..len]);
+        if !self.valid(&a, pos) || h.seq != self.seq {
+            return None;
+        }
+        self.seq += 1;
+        self.advance(pos + rec);
+        Some(Got {
+            len,
+            tag: h.tag,
+            seq: h.seq,
+        })
+    }
+
+    /// Everything [`read_fast`](Self::read_fast) leaves: waits nothing, reports laps,
+    /// evictions and corruption, skips padding.
+    #[cold]
+    #[inline(never)]
+    fn read_slow(&mut self, buf: &mut [u8]) -> Result<Option<Result<Got, usize>>, ReadErr> {
         if self.evicted() {
             return Err(ReadErr::Evicted);
         }
@@ -1081,7 +1281,7 @@ impl SubRing {
             if !self.ready()? {
                 return Ok(None);
             }
-            let a = areas(&self.mapped);
+            let a = self.a;
             let pos = self.pos;
             let avail = self.cached_write - pos;
             let off = pos & self.mask;
@@ -1167,7 +1367,7 @@ impl SubRing {
     #[inline]
     fn advance(&mut self, pos: u64) {
         self.pos = pos;
-        let a = areas(&self.mapped);
+        let a = self.a;
         let slot = &a.cursors[self.slot];
         // The number too (for a named cursor's exact lap count on reopen, and `inspect`).
         slot.seq.store(self.seq, Ordering::Relaxed);
@@ -1186,7 +1386,7 @@ impl SubRing {
             if self.evicted() {
                 return ReadErr::Evicted;
             }
-            let a = areas(&self.mapped);
+            let a = self.a;
             let (write, tail, _) = match load_positions(&a, false) {
                 Ok(p) => p,
                 Err(c) => return c.into(),
@@ -1226,7 +1426,7 @@ impl SubRing {
 
     /// Leaves the slot: a named cursor stays (`DETACHED`), an unnamed one is freed.
     pub(crate) fn detach(&mut self) {
-        let a = areas(&self.mapped);
+        let a = self.a;
         let slot = &a.cursors[self.slot];
         slot.seq.store(self.seq, Ordering::Relaxed);
         slot.pos.store(self.pos, Ordering::Release);

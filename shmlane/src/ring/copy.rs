@@ -40,14 +40,28 @@ fn has_avx2() -> bool {
 #[inline]
 pub fn copy_bytes(dst: &mut [u8], src: &[u8]) {
     assert_eq!(dst.len(), src.len(), "copy_bytes: lengths differ");
+    // SAFETY: both slices are valid for `src.len()` bytes and cannot overlap (one is
+    // borrowed mutably).
+    unsafe { copy_raw(src.as_ptr(), dst.as_mut_ptr(), src.len()) }
+}
+
+/// [`copy_bytes`] from a raw source: for a broadcast subscriber, whose source bytes the
+/// publisher may be overwriting meanwhile (the copy is validated afterwards and thrown
+/// away if so, so no reference to those bytes may exist).
+///
+/// # Safety
+/// `src` valid for reads and `dst` for writes of `len` bytes; they do not overlap.
+#[inline]
+pub(crate) unsafe fn copy_raw(src: *const u8, dst: *mut u8, len: usize) {
     #[cfg(target_arch = "x86_64")]
-    if src.len() >= VECTOR_COPY_MIN && has_avx2() {
-        // SAFETY: AVX2 is available (checked above); both slices are valid for
-        // `src.len()` bytes and cannot overlap (one is borrowed mutably).
-        unsafe { copy_avx2(dst.as_mut_ptr(), src.as_ptr(), src.len()) };
+    if len >= VECTOR_COPY_MIN && has_avx2() {
+        // SAFETY: AVX2 is available (checked above); the pointers are valid and do not
+        // overlap (the caller's contract).
+        unsafe { copy_avx2(dst, src, len) };
         return;
     }
-    dst.copy_from_slice(src);
+    // SAFETY: the caller's contract.
+    unsafe { std::ptr::copy_nonoverlapping(src, dst, len) }
 }
 
 /// # Safety

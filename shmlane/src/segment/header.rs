@@ -22,8 +22,10 @@ pub const MAGIC: [u8; 8] = *b"SHMLANE\0";
 /// what the fields mean): 2 made liveness the kernel's (registry locks) and claim words
 /// name a registry entry and generation; 3 made MPMC claimers own a slot by a CAS on its
 /// claim word before writing it (a version-2 peer writes before owning); 4 added the
-/// broadcast kind (cursor table and record ring in the data area, `Kind::Broadcast`).
-pub const VERSION: u32 = 4;
+/// broadcast kind (cursor table and record ring in the data area, `Kind::Broadcast`); 5
+/// moved the broadcast `frontier` off the `write_pos` cache line and lets it run up to a
+/// step ahead of the overwritten bytes.
+pub const VERSION: u32 = 5;
 /// Bytes reserved for the header; the data area starts here (one page).
 /// (64 KiB under loom, whose atomics are larger: see `sync::sizes`.)
 pub const HEADER_SIZE: usize = crate::sync::sizes::HEADER_SIZE;
