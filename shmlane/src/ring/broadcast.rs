@@ -1188,6 +1188,12 @@ impl SubRing {
         self.cached_write = pos;
         let clear = frontier <= pos;
         self.trusted = self.block && clear;
+        if self.block {
+            // A Block publisher may be waiting for this slot's cursor (held at a position
+            // we are leaving, (5)): tell it the cursor moved.
+            let h = self.mapped.header();
+            crate::wait::wake(&h.space_waiters, &h.space_sem);
+        }
         Ok(clear)
     }
 
