@@ -218,8 +218,11 @@ enum Source {
 
 /// One thing taken from the ring.
 enum Next {
-    Msg(u32),
-    End { died: bool },
+    /// Its tag and bytes (the `Vec` zenoh takes as the payload: one allocation).
+    Msg(u32, Vec<u8>),
+    End {
+        died: bool,
+    },
 }
 
 impl Source {
@@ -252,22 +255,16 @@ impl Source {
         }
     }
 
-    /// The next message, copied into `buf` (resized to it), and its tag; or the end.
-    fn next(&mut self, buf: &mut Vec<u8>) -> Result<Next, shmlane::Error> {
+    /// The next message, copied out of the ring (its room is released before it is
+    /// published: an `out` killed in between loses that one message, it never sends it
+    /// twice), and its tag; or the end.
+    fn next(&mut self) -> Result<Next, shmlane::Error> {
         let r = match self {
-            Source::Spsc(c) => c.recv().map(|m| {
-                buf.clear();
-                buf.extend_from_slice(&m);
-                m.tag()
-            }),
-            Source::Mpmc(r) => r.recv().map(|m| {
-                buf.clear();
-                buf.extend_from_slice(&m);
-                m.tag()
-            }),
+            Source::Spsc(c) => c.recv().map(|m| (m.tag(), m.to_vec())),
+            Source::Mpmc(r) => r.recv().map(|m| (m.tag(), m.to_vec())),
         };
         match r {
-            Ok(tag) => Ok(Next::Msg(tag)),
+            Ok((tag, msg)) => Ok(Next::Msg(tag, msg)),
             Err(shmlane::Error::Disconnected) => Ok(Next::End { died: false }),
             Err(shmlane::Error::PeerDied) => Ok(Next::End { died: true }),
             Err(e) => Err(e),
@@ -382,26 +379,25 @@ impl Out {
             producer_died: false,
             end_acknowledged: false,
         };
-        let mut buf = Vec::new();
         loop {
-            let next = src.next(&mut buf).map_err(|source| Error::Ring {
+            let next = src.next().map_err(|source| Error::Ring {
                 ring: self.ring.clone(),
                 source,
             })?;
             // Nothing goes out while nobody listens: zenoh would drop it.
             matching.wait_for(true, None);
             match next {
-                Next::Msg(tag) => {
+                Next::Msg(tag, payload) => {
                     let h = Header {
                         kind: Kind::Data { tag },
                         epoch: stats.epoch,
                         seq: stats.messages,
                     };
-                    stats.bytes += buf.len() as u64;
-                    let payload = std::mem::take(&mut buf);
+                    stats.bytes += payload.len() as u64;
+                    // The attachment as an array: zenoh keeps it without a `Vec` of its own.
                     publisher
                         .put(payload)
-                        .attachment(&h.encode()[..])
+                        .attachment(h.encode())
                         .wait()
                         .map_err(zerr)?;
                     stats.messages += 1;
@@ -416,7 +412,7 @@ impl Out {
                     self.session
                         .put(self.key.clone(), Vec::<u8>::new())
                         .congestion_control(CongestionControl::Block)
-                        .attachment(&h.encode()[..])
+                        .attachment(h.encode())
                         .wait()
                         .map_err(zerr)?;
                     stats.end_acknowledged = matching.wait_for(false, Some(self.ack_timeout));

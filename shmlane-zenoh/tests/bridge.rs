@@ -224,6 +224,100 @@ fn a_slow_far_reader_holds_the_near_producer_back() {
     assert!(inb.stderr().contains("gaps: 0 "), "{}", inb.stderr());
 }
 
+/// With `--drop` (zenoh's lossy congestion control) a stalled far reader does not hold
+/// the near producer back: it sends its whole stream while the reader sleeps (in `Block`
+/// mode it could not get further than the rings and queues hold, see the test above).
+/// What arrives is in order without duplicates, `in` counts and logs the holes (exactly
+/// the messages that did not arrive), and the stream still ends cleanly: the end marker
+/// crosses, both bridges exit 0, the reader sees Disconnected.
+#[test]
+fn with_drop_a_stalled_far_reader_does_not_hold_the_producer_back() {
+    const MSG: usize = 4096;
+    const N: u64 = 8192; // 32 MiB, 256 times what the rings and queues hold
+    const CAP: usize = 64 << 10;
+    const SOCKBUF: usize = 64 << 10;
+    let (a, b, key) = (TestName::new("da"), TestName::new("db"), key("drop"));
+    let ep = tcp_endpoint(&format!("#so_sndbuf={SOCKBUF};so_rcvbuf={SOCKBUF}"));
+    let opts = Options::new().capacity(CAP).max_message(8 << 10);
+    let mut tx = Producer::create(&a, &opts).unwrap();
+    let mut inb = inn(
+        &b,
+        &key,
+        &["--listen", &ep, "--capacity", "64K", "--max-message", "8K"],
+    );
+    let mut outa = {
+        let mut c = bridge();
+        c.args(["out", "--ring", &a, "--key", &key, "--wait-for", "60"])
+            .args(["--connect", &ep, "--drop"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        Proc::spawn("out --drop", c)
+    };
+    let sent = Arc::new(AtomicU64::new(0));
+    let s2 = Arc::clone(&sent);
+    let producer = std::thread::spawn(move || {
+        for i in 0..N {
+            tx.send(&numbered(i, MSG)).unwrap();
+            s2.store(i + 1, Ordering::SeqCst);
+        }
+    });
+    let mut rx = Consumer::open_timeout(&b, LIMIT).unwrap();
+    // The first message: the whole path is up (`out` publishes only once `in` matches).
+    let first = number_of(&rx.recv_timeout(LIMIT).expect("the first message"));
+    let mut got = vec![first];
+    // Stall. The producer must get through its whole stream meanwhile; give it long
+    // enough that only a held-back producer misses it (not a measure of speed: a
+    // `Block` producer stops for good at a few hundred KiB).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sent.load(Ordering::SeqCst) < N && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let done = sent.load(Ordering::SeqCst);
+    let held = rx.pending_bytes();
+    assert_eq!(
+        done, N,
+        "the producer sent {done} of {N} messages while the far reader stalled (its ring holding {held} bytes): with --drop it must not be held back"
+    );
+    producer.join().unwrap();
+    loop {
+        match rx.recv_timeout(LIMIT) {
+            Ok(m) => {
+                assert_eq!(m.len(), MSG);
+                got.push(number_of(&m));
+            }
+            Err(shmlane::Error::Disconnected) => break,
+            Err(e) => panic!("after {} messages: {e}", got.len()),
+        }
+    }
+    outa.expect_success();
+    inb.expect_success();
+    assert!(
+        got.windows(2).all(|w| w[0] < w[1]),
+        "messages out of order or duplicated"
+    );
+    let lost = N - got.len() as u64;
+    let err = inb.stderr();
+    eprintln!(
+        "{} of {N} messages arrived, {lost} dropped; in said: {err}",
+        got.len()
+    );
+    assert!(
+        lost > 0,
+        "nothing was dropped: the far side was not stalled?"
+    );
+    assert!(
+        err.contains("message(s) missing"),
+        "in did not log the holes: {err}"
+    );
+    assert!(
+        err.contains(&format!("{} messages (", got.len()))
+            && err.contains(&format!(
+                "({lost} messages known missing, 0 `out` restarts)"
+            )),
+        "in's counts do not match what arrived: {err}"
+    );
+}
+
 /// `out` is SIGKILLed mid-stream and started again: `in` reports the gap (an `out`
 /// restart without an end marker), what arrives stays in order without duplicates, and
 /// the stream goes on to its end.

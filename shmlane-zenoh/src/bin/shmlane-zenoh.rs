@@ -106,6 +106,18 @@ struct BenchArgs {
     /// (the default, as most applications would), yield or spin.
     #[arg(long, default_value = "block")]
     wait: shmlane::Wait,
+    /// Run only one of the two paths (`zenoh` or `bridge`), e.g. to profile it alone.
+    #[arg(long, value_name = "PATH")]
+    only: Option<Only>,
+}
+
+/// The path `bench --only` runs.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Only {
+    /// zenoh put/subscribe alone.
+    Zenoh,
+    /// ring -> out -> zenoh -> in -> ring.
+    Bridge,
 }
 
 /// `4096`, `64K`, `1M`, `2G` (powers of 1024).
@@ -232,11 +244,51 @@ fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
-/// One measured run: seconds for `n` messages of `size` bytes.
-type Run = Result<f64, String>;
+/// The CPU time this process has used so far (all its threads, also those that ended), in
+/// seconds, from /proc/self/stat (clock ticks, 1/100 s on Linux); None if unreadable.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace().skip(11);
+    let utime: u64 = f.next()?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
 
-/// zenoh alone: a publisher on `a` puts `n` payloads; a subscriber on `b` counts them.
-fn zenoh_alone(a: &zenoh::Session, b: &zenoh::Session, key: &str, size: usize, n: u64) -> Run {
+/// One measured run.
+#[derive(Clone, Copy)]
+struct Measured {
+    /// Wall seconds for the `n` messages.
+    secs: f64,
+    /// CPU seconds the whole process used meanwhile (every thread: zenoh's, the bridge's,
+    /// the bench's producer and consumer).
+    cpu: Option<f64>,
+}
+
+type Run = Result<Measured, String>;
+
+/// Measures `f` (which returns the wall seconds of its timed part) with the CPU time of
+/// the whole call.
+fn measured(f: impl FnOnce() -> Result<f64, String>) -> Run {
+    let c0 = cpu_seconds();
+    let secs = f()?;
+    let cpu = cpu_seconds().zip(c0).map(|(c1, c0)| c1 - c0);
+    Ok(Measured { secs, cpu })
+}
+
+/// zenoh alone: a publisher on `a` puts `n` payloads (each with the same 24-byte
+/// attachment the bridge sends when `attachment`); a subscriber on `b` counts them. The
+/// publisher is declared exactly as `out` declares its own (congestion control `Block`,
+/// zenoh's defaults otherwise), and each payload is a fresh `Vec` copied from the body,
+/// as `out` copies each message out of its ring.
+fn zenoh_alone(
+    a: &zenoh::Session,
+    b: &zenoh::Session,
+    key: &str,
+    size: usize,
+    n: u64,
+    attachment: bool,
+) -> Result<f64, String> {
     let got = Arc::new(AtomicU64::new(0));
     let (done_tx, done_rx) = mpsc::sync_channel(1);
     let g2 = Arc::clone(&got);
@@ -267,20 +319,28 @@ fn zenoh_alone(a: &zenoh::Session, b: &zenoh::Session, key: &str, size: usize, n
         std::thread::sleep(Duration::from_millis(5));
     }
     let body: Vec<u8> = (0..size).map(|i| i as u8).collect();
+    let put = |seq: u64| {
+        let p = publisher.put(body[..].to_vec());
+        let p = if attachment {
+            let h = shmlane_zenoh::wire::Header {
+                kind: shmlane_zenoh::wire::Kind::Data { tag: 0 },
+                epoch: 1,
+                seq,
+            };
+            p.attachment(h.encode())
+        } else {
+            p
+        };
+        p.wait().map_err(|e| e.to_string())
+    };
     // One warm-up sample, then the clock runs for n.
-    publisher
-        .put(body.clone())
-        .wait()
-        .map_err(|e| e.to_string())?;
+    put(0)?;
     while got.load(Ordering::Relaxed) < 1 {
         std::thread::yield_now();
     }
     let start = Instant::now();
-    for _ in 0..n {
-        publisher
-            .put(body.clone())
-            .wait()
-            .map_err(|e| e.to_string())?;
+    for seq in 1..=n {
+        put(seq)?;
     }
     done_rx
         .recv_timeout(Duration::from_secs(120))
@@ -301,7 +361,7 @@ fn bridged(
     size: usize,
     n: u64,
     wait: shmlane::Wait,
-) -> Run {
+) -> Result<f64, String> {
     static ROUND: AtomicU64 = AtomicU64::new(0);
     let r = ROUND.fetch_add(1, Ordering::Relaxed);
     let pid = std::process::id();
@@ -314,29 +374,38 @@ fn bridged(
     let body: Vec<u8> = (0..size).map(|i| i as u8).collect();
     let mut tx = Producer::create(&ra, &opts).map_err(|e| e.to_string())?;
     let inb = In::new(b, &rb, key).options(opts.clone());
-    let in_thread = std::thread::spawn(move || inb.run());
+    // Named threads, so a profile (`perf report --sort comm`) tells them apart; this
+    // (main) thread is the producer.
+    let spawn = |name: &str| std::thread::Builder::new().name(name.to_string());
+    let in_thread = spawn("bench-in")
+        .spawn(move || inb.run())
+        .map_err(|e| e.to_string())?;
     let out = Out::new(a, &ra, key);
-    let out_thread = std::thread::spawn(move || out.run());
+    let out_thread = spawn("bench-out")
+        .spawn(move || out.run())
+        .map_err(|e| e.to_string())?;
     let rb2 = rb.clone();
     let (first_tx, first_rx) = mpsc::sync_channel(1);
-    let consumer = std::thread::spawn(move || -> Result<(u64, Instant), String> {
-        let mut rx =
-            Consumer::open_timeout(&rb2, Duration::from_secs(30)).map_err(|e| e.to_string())?;
-        let mut count = 0u64;
-        loop {
-            match rx.recv() {
-                Ok(m) => {
-                    std::hint::black_box(&m[..]);
-                    count += 1;
-                    if count == 1 {
-                        let _ = first_tx.send(());
+    let consumer = spawn("bench-consumer")
+        .spawn(move || -> Result<(u64, Instant), String> {
+            let mut rx =
+                Consumer::open_timeout(&rb2, Duration::from_secs(30)).map_err(|e| e.to_string())?;
+            let mut count = 0u64;
+            loop {
+                match rx.recv() {
+                    Ok(m) => {
+                        std::hint::black_box(&m[..]);
+                        count += 1;
+                        if count == 1 {
+                            let _ = first_tx.send(());
+                        }
                     }
+                    Err(shmlane::Error::Disconnected) => return Ok((count, Instant::now())),
+                    Err(e) => return Err(e.to_string()),
                 }
-                Err(shmlane::Error::Disconnected) => return Ok((count, Instant::now())),
-                Err(e) => return Err(e.to_string()),
             }
-        }
-    });
+        })
+        .map_err(|e| e.to_string())?;
     // Warm-up: one message through the whole path, then the clock runs for n.
     tx.send(&body).map_err(|e| e.to_string())?;
     first_rx
@@ -387,14 +456,25 @@ fn run_bench(a: BenchArgs) -> ExitCode {
                 .wait()
                 .map_err(|e| e.to_string())?;
         println!(
-            "ring -> zenoh -> ring beside zenoh put/subscribe alone, over {endpoint}, {} rounds (best shown), rings 4 MiB wait={:?}, ZENOH_RUNTIME={}",
+            "ring -> zenoh -> ring beside zenoh put/subscribe alone (and with the bridge's 24-byte attachment: +att), over {endpoint}, {} rounds (best shown; cpu: least CPU time of all threads per message, ns, spinning waits included; cost: the bridge's time over zenoh alone's, and over zenoh with the attachment's), rings 4 MiB wait={:?}, ZENOH_RUNTIME={}",
             a.rounds,
             a.wait,
             std::env::var("ZENOH_RUNTIME").unwrap_or_else(|_| "(zenoh's default)".into())
         );
         println!(
-            "{:>6} {:>10} | {:>12} {:>10} | {:>12} {:>10} | {:>7}",
-            "size", "messages", "zenoh msg/s", "MB/s", "bridge msg/s", "MB/s", "cost"
+            "{:>6} {:>8} | {:>11} {:>7} {:>6} | {:>11} {:>6} | {:>11} {:>7} {:>6} | {:>7} {:>7}",
+            "size",
+            "messages",
+            "zenoh msg/s",
+            "MB/s",
+            "cpu",
+            "+att msg/s",
+            "cpu",
+            "bridge msg/s",
+            "MB/s",
+            "cpu",
+            "cost",
+            "vs +att"
         );
         for (i, &size) in a.sizes.iter().enumerate() {
             if size == 0 || size > 64 << 10 {
@@ -403,23 +483,68 @@ fn run_bench(a: BenchArgs) -> ExitCode {
             let n = a
                 .messages
                 .unwrap_or_else(|| (400_000_000 / size as u64).clamp(10_000, 1_000_000));
-            let (mut best_z, mut best_b) = (f64::MAX, f64::MAX);
+            // Best wall time and least CPU per path: zenoh alone, zenoh with the
+            // attachment, the bridge.
+            let mut best: [Option<(f64, Option<f64>)>; 3] = [None; 3];
+            let mut keep = |slot: usize, m: Measured| {
+                let b = best[slot].get_or_insert((m.secs, m.cpu));
+                b.0 = b.0.min(m.secs);
+                b.1 = match (b.1, m.cpu) {
+                    (Some(x), Some(y)) => Some(x.min(y)),
+                    (x, y) => x.or(y),
+                };
+            };
             for round in 0..a.rounds {
                 let key = format!("shmlane/bench/{}/{i}/{round}", std::process::id());
-                best_z = best_z.min(zenoh_alone(&sa, &sb, &format!("{key}/z"), size, n)?);
-                best_b = best_b.min(bridged(&sa, &sb, &format!("{key}/b"), size, n, a.wait)?);
+                if a.only != Some(Only::Bridge) {
+                    keep(
+                        0,
+                        measured(|| zenoh_alone(&sa, &sb, &format!("{key}/z"), size, n, false))?,
+                    );
+                    keep(
+                        1,
+                        measured(|| zenoh_alone(&sa, &sb, &format!("{key}/za"), size, n, true))?,
+                    );
+                }
+                if a.only != Some(Only::Zenoh) {
+                    keep(
+                        2,
+                        measured(|| bridged(&sa, &sb, &format!("{key}/b"), size, n, a.wait))?,
+                    );
+                }
             }
-            let rate = |t: f64| n as f64 / t;
-            let mbs = |t: f64| (n as f64 * size as f64) / t / 1e6;
+            let rate = |b: Option<(f64, Option<f64>)>| {
+                b.map_or("-".into(), |(t, _)| format!("{:.0}", n as f64 / t))
+            };
+            let mbs = |b: Option<(f64, Option<f64>)>| {
+                b.map_or("-".into(), |(t, _)| {
+                    format!("{:.1}", n as f64 * size as f64 / t / 1e6)
+                })
+            };
+            // CPU time of all threads per message, in ns.
+            let cpu = |b: Option<(f64, Option<f64>)>| {
+                b.and_then(|(_, c)| c)
+                    .map_or("-".into(), |c| format!("{:.0}", c * 1e9 / n as f64))
+            };
+            // The bridge's extra time over zenoh alone, and over zenoh with the attachment.
+            let cost = |z: usize| match (best[z], best[2]) {
+                (Some((z, _)), Some((b, _))) => format!("{:+6.1}%", (b / z - 1.0) * 100.0),
+                _ => "-".into(),
+            };
             println!(
-                "{:>6} {:>10} | {:>12.0} {:>10.1} | {:>12.0} {:>10.1} | {:>+6.1}%",
+                "{:>6} {:>8} | {:>11} {:>7} {:>6} | {:>11} {:>6} | {:>11} {:>7} {:>6} | {:>7} {:>7}",
                 size,
                 n,
-                rate(best_z),
-                mbs(best_z),
-                rate(best_b),
-                mbs(best_b),
-                (best_b / best_z - 1.0) * 100.0
+                rate(best[0]),
+                mbs(best[0]),
+                cpu(best[0]),
+                rate(best[1]),
+                cpu(best[1]),
+                rate(best[2]),
+                mbs(best[2]),
+                cpu(best[2]),
+                cost(0),
+                cost(1)
             );
         }
         let _ = sa.close().wait();

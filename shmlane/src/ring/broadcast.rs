@@ -83,6 +83,12 @@
 //!    and loads `attach_epoch`. At least one of them sees the other: either the
 //!    publisher rescans before it writes (and honours the new cursor from then on), or
 //!    the subscriber sees a `frontier` past its cursor and starts again from `tail`.
+//!    When the publisher sees the joiner only after its `frontier` store passed the
+//!    joiner's cursor, it still honours the cursor if nothing at or above it has been
+//!    overwritten yet (`overwritten`, the highest `lo` it reserved): its `room` (how far
+//!    it may write, `<= frontier`) stops at the cursor until the joiner reads on. Only
+//!    an `ACTIVE` cursor below `overwritten` is marked `LAPPED`, (7). So a Block-mode
+//!    joiner is never lapped, even when it joins in the middle of a `frontier` step.
 //! 6. **Eviction.** The publisher CASes a slot's state to `EVICTED` and only later
 //!    (after the release fence of (2)) overwrites what that subscriber had not read; the
 //!    subscriber's copy is validated by (2) whatever its state says, so an evicted
@@ -90,8 +96,8 @@
 //!
 //! 7. **Block mode's trusted reads.** In Block mode the publisher never overwrites what
 //!    an `ACTIVE` cursor has not read without first CASing that slot away from `ACTIVE`
-//!    (to `EVICTED`, or to `LAPPED` when a scan finds the cursor below `frontier`, e.g. a
-//!    joiner it noticed only after storing `frontier`), and it issues `fence(Release)`
+//!    (to `EVICTED`, or to `LAPPED` when a scan finds the cursor below what it has
+//!    overwritten: a cursor a predecessor's `frontier` passed), and it issues `fence(Release)`
 //!    between that CAS and the overwrite. So a subscriber that joined with
 //!    `frontier <= pos` (5) validates a copy with `fence(Acquire)` and a load of its *own*
 //!    slot's state (a line nobody else writes while it reads) instead of `frontier` (the
@@ -568,6 +574,12 @@ pub(crate) struct PubRing {
     frontier: u64,
     /// Block: the slowest holding cursor as last scanned (`u64::MAX`: none).
     slowest: u64,
+    /// Records whose `lo` is at most this may be written now: `frontier`, or less in
+    /// Block mode while a joiner the last `frontier` move passed is held (see `scan`).
+    room: u64,
+    /// Bytes below this may have been overwritten (the highest `lo` reserved so far;
+    /// `<= room`).
+    overwritten: u64,
     /// `frontier` moves in steps of this many bytes (see `advance_frontier`).
     step: u64,
     /// For step boundary `b` in `(write - capacity, write]`, at `marks[b / step % len]`:
@@ -639,6 +651,10 @@ impl PubRing {
             frontier,
             // Scan before the first overwrite.
             slowest: 0,
+            room: frontier,
+            // (What earlier publishers overwrote is not known: all of it, as far as a
+            // cursor below `frontier` is concerned.)
+            overwritten: frontier,
             step,
             marks: vec![0; (g.capacity as u64 / step) as usize],
             marked_from: first_mark,
@@ -690,7 +706,11 @@ impl PubRing {
             return None;
         }
         let (spot, lo) = self.plan(len);
-        (spot.pad == 0 && lo <= self.frontier).then_some(spot)
+        if spot.pad != 0 || lo > self.room {
+            return None;
+        }
+        self.overwritten = self.overwritten.max(lo);
+        Some(spot)
     }
 
     /// Finds room for a record of `len` payload bytes (`len <= max_message`, checked by
@@ -700,9 +720,10 @@ impl PubRing {
     pub(crate) fn try_reserve(&mut self, len: usize) -> Result<Option<Spot>, Corrupt> {
         debug_assert!(len <= self.max_message);
         let (spot, lo) = self.plan(len);
-        if lo > self.frontier && !self.advance_frontier(lo)? {
+        if lo > self.room && !self.advance_frontier(lo)? {
             return Ok(None);
         }
+        self.overwritten = self.overwritten.max(lo);
         if spot.pad > 0 {
             let a = self.a;
             a.write_header(
@@ -732,27 +753,38 @@ impl PubRing {
     #[cold]
     #[inline(never)]
     fn advance_frontier(&mut self, lo: u64) -> Result<bool, Corrupt> {
-        // lo <= write (plan: a record and a stub fit twice in the ring).
-        let target = lo
-            .checked_next_multiple_of(self.step)
-            .unwrap_or(u64::MAX)
-            .min(self.write)
-            .max(lo);
-        if self.block {
-            // A joiner announced since the last look (module docs, (5)): take its cursor
-            // into account before choosing to overwrite.
-            let epoch = self.a.control.attach_epoch.load(Ordering::Acquire);
-            if target > self.slowest || epoch != self.epoch {
-                self.epoch = epoch;
-                self.slowest = self.scan(target)?;
+        if lo > self.frontier {
+            // lo <= write (plan: a record and a stub fit twice in the ring).
+            let target = lo
+                .checked_next_multiple_of(self.step)
+                .unwrap_or(u64::MAX)
+                .min(self.write)
+                .max(lo);
+            if self.block {
+                // A joiner announced since the last look (module docs, (5)): take its
+                // cursor into account before choosing to overwrite.
+                let epoch = self.a.control.attach_epoch.load(Ordering::Acquire);
+                if target > self.slowest || epoch != self.epoch {
+                    self.epoch = epoch;
+                    self.slowest = self.scan(target)?;
+                }
+                if target > self.slowest {
+                    return Ok(false);
+                }
             }
-            if target > self.slowest {
-                return Ok(false);
-            }
+            let tail = self.tail_for(target)?;
+            self.overwrite_below(target, tail)?;
+        } else if self.block {
+            // `frontier` is far enough, but it passed a joiner we hold (its bytes are
+            // intact): how far has it read?
+            self.slowest = self.scan(self.frontier)?;
         }
-        let tail = self.tail_for(target)?;
-        self.overwrite_below(target, tail)?;
-        Ok(true)
+        self.room = if self.block {
+            self.frontier.min(self.slowest)
+        } else {
+            self.frontier
+        };
+        Ok(lo <= self.room)
     }
 
     /// The first record start at or after `target` (a multiple of `step`, or `write`).
@@ -909,9 +941,11 @@ impl PubRing {
                     self.write
                 )));
             }
-            if c < self.frontier {
+            if c < self.frontier && (state != C_ACTIVE || c < self.overwritten) {
                 // Already lapped: it starts again from the tail; nothing to wait for. An
                 // active one is told (7) before anything it points at is overwritten.
+                // (An active cursor below `frontier` whose bytes are all still there is a
+                // joiner that saw the previous `frontier`, (5): it holds us like any other.)
                 if state == C_ACTIVE {
                     let _ = slot.state.compare_exchange(
                         C_ACTIVE,
@@ -1154,6 +1188,12 @@ impl SubRing {
         self.cached_write = pos;
         let clear = frontier <= pos;
         self.trusted = self.block && clear;
+        if self.block {
+            // A Block publisher may be waiting for this slot's cursor (held at a position
+            // we are leaving, (5)): tell it the cursor moved.
+            let h = self.mapped.header();
+            crate::wait::wake(&h.space_waiters, &h.space_sem);
+        }
         Ok(clear)
     }
 
