@@ -13,8 +13,8 @@ use shmlane::{Error, Options, TrySendError, Wait};
 /// `frontier` past the joiner's cursor, then saw `attach_epoch` changed, found the joiner
 /// below `frontier`, marked it `LAPPED` and overwrote the oldest message (`try_send`
 /// succeeded, the joiner's first `try_recv` was `Lapped { missed: 1 }`). Fixed on main by
-/// the check of `attach_epoch` before `frontier` moves (`advance_frontier`); the race of a
-/// join *during* that move remains (loom: `broadcast_join_block_never_lapped`).
+/// the check of `attach_epoch` before `frontier` moves; the race of a join *during* that
+/// move is the loom models' `broadcast_join_block_*`.
 #[test]
 fn block_oldest_joiner_holds_the_publisher_back() {
     let name = TestName::new("bc-join-oldest");
