@@ -408,6 +408,9 @@ pub struct FanOut {
     pub subscribers: usize,
     /// Until the last subscriber had everything.
     pub elapsed: Duration,
+    /// Semaphore sleeps and posts of the broadcast ring's endpoints (publisher and every
+    /// subscriber together; 0 for pipes).
+    pub wait_syscalls: u64,
 }
 
 impl FanOut {
@@ -422,7 +425,7 @@ impl FanOut {
             messages: self.messages,
             size: self.size,
             elapsed: self.elapsed,
-            wait_syscalls: 0,
+            wait_syscalls: self.wait_syscalls,
         }
     }
 }
@@ -453,6 +456,7 @@ pub fn fanout_throughput(
     }
     let base = unique_name("fan");
     let mut peers = Vec::new();
+    let mut wait_syscalls = 0;
     let elapsed = match kind {
         FanOutKind::Broadcast => {
             let opts = shmlane::Options::new()
@@ -477,6 +481,7 @@ pub fn fanout_throughput(
             for peer in &mut peers {
                 peer.expect("ready")?;
             }
+            let own_before = shmlane::wait::stats::sleeps() + shmlane::wait::stats::posts();
             let start = Instant::now();
             for seq in 0..messages {
                 p.send(payload.stamp(seq))?;
@@ -486,8 +491,10 @@ pub fn fanout_throughput(
                 results.push(peer.expect("done")?);
             }
             let elapsed = start.elapsed();
+            wait_syscalls =
+                shmlane::wait::stats::sleeps() + shmlane::wait::stats::posts() - own_before;
             drop(p);
-            check_done(&results, expected, "shm-broadcast")?;
+            wait_syscalls += check_done(&results, expected, "shm-broadcast")?;
             elapsed
         }
         FanOutKind::Pipes => {
@@ -535,27 +542,31 @@ pub fn fanout_throughput(
         size,
         subscribers,
         elapsed,
+        wait_syscalls,
     })
 }
 
-fn check_done(results: &[String], expected: u64, what: &str) -> Result<()> {
+/// Checks each subscriber's `done <checksum> <wait syscalls>` line; returns the syscalls
+/// of all of them.
+fn check_done(results: &[String], expected: u64, what: &str) -> Result<u64> {
+    let mut syscalls = 0;
     for done in results {
-        let got = done
-            .split_whitespace()
-            .next()
-            .and_then(|w| w.parse::<u64>().ok());
+        let mut words = done.split_whitespace().map(|w| w.parse::<u64>().ok());
+        let got = words.next().flatten();
         if got != Some(expected) {
             return Err(Error::corrupt(format!(
                 "{what}: a subscriber's result {done:?} differs from the sender's checksum {expected:#x}"
             )));
         }
+        syscalls += words.next().flatten().unwrap_or(0);
     }
-    Ok(())
+    Ok(syscalls)
 }
 
 fn peer_bc_rx(name: &str, size: usize, messages: u64) -> Result<()> {
     use shmlane::broadcast::{StartAt, Subscriber};
     let mut rx = open_retry(|| Subscriber::open(name, StartAt::Oldest))?;
+    let before = shmlane::wait::stats::sleeps() + shmlane::wait::stats::posts();
     say("ready");
     let mut total = 0u64;
     for seq in 0..messages {
@@ -568,7 +579,8 @@ fn peer_bc_rx(name: &str, size: usize, messages: u64) -> Result<()> {
         }
         total = fold(total, checksum(&m));
     }
-    say(&format!("done {total} 0"));
+    let syscalls = shmlane::wait::stats::sleeps() + shmlane::wait::stats::posts() - before;
+    say(&format!("done {total} {syscalls}"));
     Ok(())
 }
 

@@ -21,8 +21,8 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 20_000)]
     latency_samples: u64,
     /// How the shared-memory endpoints wait: spin, yield or block. The sys/msg column
-    /// counts the semaphore waits and posts (and so membarrier calls) of the shm-spsc
-    /// and shm-mpmc rings per message, both processes together.
+    /// counts the semaphore waits and posts (and so membarrier calls) of the shm-spsc,
+    /// shm-mpmc and shm-broadcast rings per message, every process together.
     #[arg(long, default_value_t = Wait::Block)]
     wait: Wait,
     /// Throughput runs per cell; the best is reported.
@@ -224,6 +224,10 @@ pub(crate) fn run_bench(a: BenchArgs) -> Result<(), String> {
                 row.msgs_per_sec = best.msgs_per_sec();
                 row.bytes_per_sec = best.bytes_per_sec();
                 row.pct_of_floor = Some(100.0 * best.bytes_per_sec() / floor.bytes_per_sec());
+                if kind == bench::FanOutKind::Broadcast {
+                    row.wait_syscalls_per_msg =
+                        Some(best.wait_syscalls as f64 / best.messages as f64);
+                }
                 rows.push(row);
             }
         }
