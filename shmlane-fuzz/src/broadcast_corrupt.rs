@@ -23,16 +23,6 @@ const SUBS: usize = 3;
 /// `len` of a padding record (as in the SPSC ring).
 const PAD: u32 = 1 << 31;
 
-/// Overwrites `bytes` at `off` of the file; returns whether anything changed.
-fn scribble(file: &File, off: u64, bytes: &[u8]) -> bool {
-    let mut old = vec![0u8; bytes.len()];
-    file.read_exact_at(&mut old, off)
-        .unwrap_or_else(|e| panic!("fuzz setup: read segment file: {e}"));
-    file.write_all_at(bytes, off)
-        .unwrap_or_else(|e| panic!("fuzz setup: write segment file: {e}"));
-    old != bytes
-}
-
 /// A new value for a shared position or message number: a small move of the current
 /// one (often still 16-aligned), or any `u64`.
 fn new_pos(inp: &mut Bytes<'_>, cur: u64) -> u64 {

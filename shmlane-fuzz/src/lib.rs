@@ -29,6 +29,17 @@ use shmlane::mpmc::{Receiver, Sender};
 use shmlane::spsc::{Consumer, Producer};
 use shmlane::{Error, Options, TryRecvError, TrySendError, Wait};
 
+/// Overwrites `bytes` at `off` of a segment file behind the endpoints' backs (the
+/// corrupt-segment targets); returns whether anything changed.
+fn scribble(file: &File, off: u64, bytes: &[u8]) -> bool {
+    let mut old = vec![0u8; bytes.len()];
+    file.read_exact_at(&mut old, off)
+        .unwrap_or_else(|e| panic!("fuzz setup: read segment file: {e}"));
+    file.write_all_at(bytes, off)
+        .unwrap_or_else(|e| panic!("fuzz setup: write segment file: {e}"));
+    old != bytes
+}
+
 /// Largest input `open_header` writes to its segment file.
 pub const OPEN_HEADER_MAX_LEN: usize = 64 << 10;
 

@@ -137,19 +137,9 @@ pub fn model_trio(
     evict_after: Duration,
     wait: Wait,
 ) -> (Publisher, Subscriber, Subscriber) {
-    let opts = Options::new()
-        .capacity(capacity)
-        .max_message(max_message)
-        .max_subscribers(2)
-        .overflow(overflow)
-        .evict_after(evict_after)
-        .wait(wait);
-    let shared = channel::model_with("/loom", geometry(&opts).expect("geometry"), |m| {
-        ring::init(m, overflow.to_raw(), evict_after)
-    });
-    let p = Publisher::attach(shared.clone()).expect("publisher");
-    let a = Subscriber::attach(shared.clone(), None, StartAt::Oldest).expect("subscriber");
-    let b = Subscriber::attach(shared, None, StartAt::Oldest).expect("subscriber");
+    let (p, ring) = model_publisher(capacity, max_message, 2, overflow, evict_after, wait);
+    let a = ring.subscribe(StartAt::Oldest).expect("subscriber");
+    let b = ring.subscribe(StartAt::Oldest).expect("subscriber");
     (p, a, b)
 }
 
