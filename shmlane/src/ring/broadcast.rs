@@ -560,7 +560,6 @@ pub(crate) struct PubRing {
     mapped: std::sync::Arc<Mapped>,
     /// The areas of `mapped` (see [`pinned_areas`]).
     a: Areas<'static>,
-    ring: *mut u8,
     cap: u64,
     mask: u64,
     max_message: usize,
@@ -594,7 +593,8 @@ pub(crate) struct PubRing {
     liveness: crate::channel::RateLimit,
 }
 
-// SAFETY: the raw pointer points into `mapped`, which moves along with it.
+// SAFETY: the areas (a raw pointer and references) point into `mapped`, which moves
+// along with them.
 unsafe impl Send for PubRing {}
 
 impl std::fmt::Debug for PubRing {
@@ -632,14 +632,12 @@ impl PubRing {
         // publisher writes the ring, and we are the only one now).
         let seq = a.read_header(write & (a.cap - 1)).seq;
         let epoch = a.control.attach_epoch.load(Ordering::Acquire);
-        let ring = a.ring;
         let step = frontier_step(g.capacity as u64);
         let first_mark = write
             .checked_next_multiple_of(step)
             .ok_or_else(|| Corrupt(format!("broadcast write position {write} is out of range")))?;
         let mut p = PubRing {
             a: pinned_areas(&mapped),
-            ring,
             cap: g.capacity as u64,
             mask: g.capacity as u64 - 1,
             max_message: g.max_message,
@@ -877,7 +875,7 @@ impl PubRing {
         // try_reserve moved `frontier` past everything it overwrites: no subscriber
         // hands out bytes of it before we publish. Subscribers may *read* these bytes
         // (a lapped copy, thrown away after validation); they never write them.
-        unsafe { std::slice::from_raw_parts_mut(self.ring.add(off as usize + BC_HEADER), len) }
+        unsafe { std::slice::from_raw_parts_mut(self.a.ring.add(off as usize + BC_HEADER), len) }
     }
 
     /// The payload bytes of a record reserved at `spot`, shared.
@@ -885,7 +883,7 @@ impl PubRing {
     pub(crate) fn payload(&self, spot: &Spot, len: usize) -> &[u8] {
         let off = spot.pos & self.mask;
         // SAFETY: as for payload_mut.
-        unsafe { std::slice::from_raw_parts(self.ring.add(off as usize + BC_HEADER), len) }
+        unsafe { std::slice::from_raw_parts(self.a.ring.add(off as usize + BC_HEADER), len) }
     }
 
     /// Writes the header and the next stub of the record at `spot` and publishes it.
