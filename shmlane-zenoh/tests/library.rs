@@ -81,6 +81,18 @@ fn out_and_in_builders_on_caller_sessions_carry_an_mpmc_ring() {
         std::thread::sleep(Duration::from_millis(5));
     }
     publisher.put("not a bridge sample").wait().unwrap();
+    // A forged data sample numbered u64::MAX (no next number): dropped as malformed, not a
+    // panic in the callback (a debug build overflowed there) nor a wrapped count.
+    let forged = shmlane_zenoh::wire::Header {
+        kind: shmlane_zenoh::wire::Kind::Data { tag: 0 },
+        epoch: 1,
+        seq: u64::MAX,
+    };
+    publisher
+        .put("forged")
+        .attachment(&forged.encode()[..])
+        .wait()
+        .unwrap();
     // Then a real end marker (epoch 1, 0 messages) ends it.
     let end = shmlane_zenoh::wire::Header {
         kind: shmlane_zenoh::wire::Kind::End { died: true },
@@ -99,7 +111,8 @@ fn out_and_in_builders_on_caller_sessions_carry_an_mpmc_ring() {
     );
     let g = gaps3.lock().unwrap();
     assert!(
-        matches!(&g[..], [Gap::Malformed(why)] if why.contains("without an attachment")),
+        matches!(&g[..], [Gap::Malformed(a), Gap::Malformed(b)]
+            if a.contains("without an attachment") && b.contains("past any real stream")),
         "{g:?}"
     );
     sa.close().wait().unwrap();
