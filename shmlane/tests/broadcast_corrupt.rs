@@ -63,3 +63,54 @@ fn write_pos_far_ahead_of_tail_is_corrupt_not_a_hang() {
         drop(p);
     }
 }
+
+/// Writes `seq` as the message number of the record header at ring position `pos`.
+fn scribble_seq(name: &str, max_subscribers: usize, pos: u64, seq: u64) {
+    use shmlane::format::broadcast::ring_offset;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/dev/shm{name}"))
+        .unwrap();
+    let off = (HEADER_SIZE + ring_offset(max_subscribers)) as u64 + pos + 8;
+    file.write_all_at(&seq.to_ne_bytes(), off).unwrap();
+}
+
+/// Found by fuzzing (`broadcast_corrupt`, 2026-11-30): a record header numbered
+/// `u64::MAX` at the oldest position made a joining subscriber take that number, and its
+/// first read added one to it: a panic ("attempt to add with overflow") in a debug build,
+/// a wrapped count in release. Now a message number that no ring can reach is `Corrupt`
+/// where it is read from the segment.
+#[test]
+fn a_message_number_past_any_real_stream_is_corrupt_not_an_overflow() {
+    for overflow in [Overflow::Block, Overflow::Lap] {
+        let name = TestName::new("bcc-seq");
+        // Persistent: the name outlives the first publisher, for the second one to open.
+        let opts = Options::new()
+            .capacity(256)
+            .max_message(16)
+            .max_subscribers(2)
+            .overflow(overflow)
+            .wait(Wait::Block)
+            .persist(true);
+        let mut p = Publisher::create(&name, &opts).unwrap();
+        p.send(b"one").unwrap();
+        scribble_seq(&name, 2, 0, u64::MAX);
+        // Joining at the oldest message reads its number.
+        let r = Subscriber::open(&name, StartAt::Oldest).and_then(|mut s| s.try_recv().map(|_| ()));
+        assert!(
+            matches!(r, Err(Error::Corrupt { .. })),
+            "{overflow:?}: {r:?}"
+        );
+
+        // A publisher that opens the ring takes the next number from the stub at
+        // write_pos (record "one" is 32 bytes: the stub is at 32).
+        drop(p);
+        scribble_seq(&name, 2, 32, u64::MAX);
+        let r = Publisher::open(&name).and_then(|mut p| p.send(b"two"));
+        assert!(
+            matches!(r, Err(Error::Corrupt { .. })),
+            "{overflow:?}: {r:?}"
+        );
+    }
+}

@@ -232,6 +232,22 @@ const _: () = assert!(std::mem::offset_of!(Control, frontier) == 64 || cfg!(loom
 const _: () = assert!(std::mem::size_of::<Config>() == 128 || cfg!(loom));
 const _: () = assert!(std::mem::size_of::<CursorSlot>() == CURSOR_SLOT || cfg!(loom));
 
+/// Message numbers read from the segment must be below this: no stream gets this far (at
+/// a billion messages a second, 146 years), so a larger one is corrupt, and counting on
+/// from any number below it never overflows.
+const SEQ_LIMIT: u64 = 1 << 62;
+
+/// A message number read from the segment (`what` says where), if it can be real.
+fn check_seq(what: &str, seq: u64) -> Result<u64, Corrupt> {
+    if seq < SEQ_LIMIT {
+        Ok(seq)
+    } else {
+        Err(Corrupt(format!(
+            "{what} holds message number {seq}, past any real stream"
+        )))
+    }
+}
+
 /// Checks a broadcast segment's geometry (from its header) before anything is trusted.
 pub(crate) fn check_geometry(
     capacity: u64,
@@ -630,7 +646,10 @@ impl PubRing {
         let evict_after = Duration::from_nanos(a.config.evict_after_ns.load(Ordering::Relaxed));
         // The stub at write_pos holds the next message's number (ours to trust: only a
         // publisher writes the ring, and we are the only one now).
-        let seq = a.read_header(write & (a.cap - 1)).seq;
+        let seq = check_seq(
+            "the stub at the write position",
+            a.read_header(write & (a.cap - 1)).seq,
+        )?;
         let epoch = a.control.attach_epoch.load(Ordering::Acquire);
         let step = frontier_step(g.capacity as u64);
         let first_mark = write
@@ -1132,10 +1151,10 @@ impl SubRing {
             };
             let a = self.a;
             let seq = match (a.seq_at(pos), known) {
-                (Some(s), _) => s,
+                (Some(s), _) => check_seq("the record the cursor joins at", s)?,
                 // The ring no longer holds the resumed position: keep the stored number,
                 // so the first read reports the exact lap.
-                (None, Some(s)) => s,
+                (None, Some(s)) => check_seq("the named cursor", s)?,
                 (None, None) => continue,
             };
             let slot = &a.cursors[self.slot];
@@ -1438,6 +1457,10 @@ impl SubRing {
             }
             let Some(seq) = a.seq_at(tail) else {
                 continue;
+            };
+            let seq = match check_seq("the record at the tail", seq) {
+                Ok(s) => s,
+                Err(c) => return c.into(),
             };
             if seq < self.seq || tail < self.pos {
                 return Corrupt(format!(
