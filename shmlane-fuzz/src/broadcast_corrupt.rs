@@ -49,6 +49,20 @@ struct Stream {
 }
 
 impl Stream {
+    /// Publishes the next message (`len` bytes, tagged with its number) on an intact ring
+    /// and records it; false if the ring is full (Block mode).
+    fn send(&mut self, p: &mut Publisher, len: usize) -> bool {
+        let seq = p.published();
+        match p.try_send_tagged(seq as u32, &payload(seq, len)) {
+            Ok(()) => {
+                self.sent.insert(seq, (len, seq as u32));
+                true
+            }
+            Err(TrySendError::Full) => false,
+            Err(e) => panic!("fuzz setup: valid send: {e:?}"),
+        }
+    }
+
     /// A message a subscriber read.
     fn check(&self, who: usize, sub: &mut Sub, changed: bool, m: (&[u8], u32, u64)) {
         let (bytes, tag, pos) = m;
@@ -157,16 +171,10 @@ pub fn broadcast_corrupt(data: &[u8]) {
     // sends one message and lets every subscriber read what it can.
     let rounds = inp.u8() % 32;
     for _ in 0..rounds {
-        let pb = p.as_mut().unwrap();
         let len = inp.len(max).min(max);
-        let seq = pb.published();
-        match pb.try_send_tagged(seq as u32, &payload(seq, len)) {
-            Ok(()) => {
-                st.sent.insert(seq, (len, seq as u32));
-            }
+        if !st.send(p.as_mut().unwrap(), len) {
             // A subscriber of the round before was evicted or holds the ring.
-            Err(TrySendError::Full) => assert!(!lap),
-            Err(e) => panic!("fuzz setup: valid send: {e:?}"),
+            assert!(!lap);
         }
         for (k, place) in subs.iter_mut().enumerate() {
             let Some(sub) = place.as_mut() else { continue };
@@ -189,15 +197,9 @@ pub fn broadcast_corrupt(data: &[u8]) {
     }
     // A few messages left unread.
     for _ in 0..inp.u8() % 8 {
-        let pb = p.as_mut().unwrap();
         let len = inp.len(max).min(max);
-        let seq = pb.published();
-        match pb.try_send_tagged(seq as u32, &payload(seq, len)) {
-            Ok(()) => {
-                st.sent.insert(seq, (len, seq as u32));
-            }
-            Err(TrySendError::Full) => break,
-            Err(e) => panic!("fuzz setup: valid send: {e:?}"),
+        if !st.send(p.as_mut().unwrap(), len) {
+            break;
         }
     }
 

@@ -15,6 +15,16 @@ use shmlane::format::broadcast::Control;
 use shmlane::format::HEADER_SIZE;
 use shmlane::{Error, Options, Wait};
 
+/// A 256-byte ring of 16-byte messages with two cursor slots (the tests scribble on it).
+fn small_ring(overflow: Overflow) -> Options {
+    Options::new()
+        .capacity(256)
+        .max_message(16)
+        .max_subscribers(2)
+        .overflow(overflow)
+        .wait(Wait::Block)
+}
+
 /// Found by fuzzing: a `write_pos` more than a ring ahead of `tail` (both aligned and in
 /// order, so the subscriber's checks let them through) made `try_recv` spin forever: the
 /// subscriber found itself more than a ring behind, rejoined at the tail with nothing
@@ -25,13 +35,7 @@ use shmlane::{Error, Options, Wait};
 fn write_pos_far_ahead_of_tail_is_corrupt_not_a_hang() {
     for overflow in [Overflow::Block, Overflow::Lap] {
         let name = TestName::new("bcc-far");
-        let opts = Options::new()
-            .capacity(256)
-            .max_message(16)
-            .max_subscribers(2)
-            .overflow(overflow)
-            .wait(Wait::Block);
-        let mut p = Publisher::create(&name, &opts).unwrap();
+        let mut p = Publisher::create(&name, &small_ring(overflow)).unwrap();
         let mut s = Subscriber::open(&name, StartAt::Oldest).unwrap();
         p.send(b"one").unwrap();
         p.send(b"two").unwrap();
@@ -86,14 +90,7 @@ fn a_message_number_past_any_real_stream_is_corrupt_not_an_overflow() {
     for overflow in [Overflow::Block, Overflow::Lap] {
         let name = TestName::new("bcc-seq");
         // Persistent: the name outlives the first publisher, for the second one to open.
-        let opts = Options::new()
-            .capacity(256)
-            .max_message(16)
-            .max_subscribers(2)
-            .overflow(overflow)
-            .wait(Wait::Block)
-            .persist(true);
-        let mut p = Publisher::create(&name, &opts).unwrap();
+        let mut p = Publisher::create(&name, &small_ring(overflow).persist(true)).unwrap();
         p.send(b"one").unwrap();
         scribble_seq(&name, 2, 0, u64::MAX);
         // Joining at the oldest message reads its number.
