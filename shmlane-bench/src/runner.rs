@@ -310,18 +310,15 @@ fn throughput_with<T: Transport>(setup: &Setup, size: usize, messages: u64) -> R
     }
     let mut tx = T::create_tx(&name, &setup.config)?;
     peer.expect("ready")?;
-    let own_before = shmlane::wait::stats::sleeps() + shmlane::wait::stats::posts();
+    let own_before = own_wait_syscalls();
     let start = Instant::now();
     tx.send_all(&mut payload, messages)?;
     let done = peer.expect("done")?;
     let elapsed = start.elapsed();
-    let own = shmlane::wait::stats::sleeps() + shmlane::wait::stats::posts() - own_before;
+    let own = own_wait_syscalls() - own_before;
     drop(tx);
     peer.finish()?;
-    let bad = || Error::corrupt(format!("peer sent a bad result line {done:?}"));
-    let mut words = done.split_whitespace().map(|w| w.parse::<u64>());
-    let got = words.next().and_then(|r| r.ok()).ok_or_else(bad)?;
-    let peer_syscalls = words.next().and_then(|r| r.ok()).ok_or_else(bad)?;
+    let (got, peer_syscalls) = parse_done(&done)?;
     if got != expected {
         return Err(Error::corrupt(format!(
             "{}: the receiver's checksum {got:#x} differs from the sender's {expected:#x}",
@@ -481,7 +478,7 @@ pub fn fanout_throughput(
             for peer in &mut peers {
                 peer.expect("ready")?;
             }
-            let own_before = shmlane::wait::stats::sleeps() + shmlane::wait::stats::posts();
+            let own_before = own_wait_syscalls();
             let start = Instant::now();
             for seq in 0..messages {
                 p.send(payload.stamp(seq))?;
@@ -491,8 +488,7 @@ pub fn fanout_throughput(
                 results.push(peer.expect("done")?);
             }
             let elapsed = start.elapsed();
-            wait_syscalls =
-                shmlane::wait::stats::sleeps() + shmlane::wait::stats::posts() - own_before;
+            wait_syscalls = own_wait_syscalls() - own_before;
             drop(p);
             wait_syscalls += check_done(&results, expected, "shm-broadcast")?;
             elapsed
@@ -551,22 +547,36 @@ pub fn fanout_throughput(
 fn check_done(results: &[String], expected: u64, what: &str) -> Result<u64> {
     let mut syscalls = 0;
     for done in results {
-        let mut words = done.split_whitespace().map(|w| w.parse::<u64>().ok());
-        let got = words.next().flatten();
-        if got != Some(expected) {
+        let (got, peer_syscalls) = parse_done(done)?;
+        if got != expected {
             return Err(Error::corrupt(format!(
                 "{what}: a subscriber's result {done:?} differs from the sender's checksum {expected:#x}"
             )));
         }
-        syscalls += words.next().flatten().unwrap_or(0);
+        syscalls += peer_syscalls;
     }
     Ok(syscalls)
+}
+
+/// A peer's `done <checksum> <wait syscalls>` line.
+fn parse_done(done: &str) -> Result<(u64, u64)> {
+    let bad = || Error::corrupt(format!("peer sent a bad result line {done:?}"));
+    let mut words = done.split_whitespace().map(|w| w.parse::<u64>());
+    let checksum = words.next().and_then(|r| r.ok()).ok_or_else(bad)?;
+    let syscalls = words.next().and_then(|r| r.ok()).ok_or_else(bad)?;
+    Ok((checksum, syscalls))
+}
+
+/// Semaphore sleeps and posts of this process's shmlane endpoints so far (the sys/msg
+/// column: a run takes the difference).
+fn own_wait_syscalls() -> u64 {
+    shmlane::wait::stats::sleeps() + shmlane::wait::stats::posts()
 }
 
 fn peer_bc_rx(name: &str, size: usize, messages: u64) -> Result<()> {
     use shmlane::broadcast::{StartAt, Subscriber};
     let mut rx = open_retry(|| Subscriber::open(name, StartAt::Oldest))?;
-    let before = shmlane::wait::stats::sleeps() + shmlane::wait::stats::posts();
+    let before = own_wait_syscalls();
     say("ready");
     let mut total = 0u64;
     for seq in 0..messages {
@@ -579,7 +589,7 @@ fn peer_bc_rx(name: &str, size: usize, messages: u64) -> Result<()> {
         }
         total = fold(total, checksum(&m));
     }
-    let syscalls = shmlane::wait::stats::sleeps() + shmlane::wait::stats::posts() - before;
+    let syscalls = own_wait_syscalls() - before;
     say(&format!("done {total} {syscalls}"));
     Ok(())
 }
@@ -697,7 +707,7 @@ fn peer_floor(setup_cap: usize, name: &str, size: usize, messages: u64, pong: bo
 fn peer_rx<T: Transport>(cfg: &Config, name: &str, size: usize, messages: u64) -> Result<()> {
     let mut rx = open_retry(|| T::open_rx(name, cfg))?;
     say("ready");
-    let before = shmlane::wait::stats::sleeps() + shmlane::wait::stats::posts();
+    let before = own_wait_syscalls();
     let mut total = 0u64;
     rx.recv_all(messages, |seq, m| {
         if m.len() != size {
@@ -709,7 +719,7 @@ fn peer_rx<T: Transport>(cfg: &Config, name: &str, size: usize, messages: u64) -
         total = fold(total, checksum(m));
         Ok(())
     })?;
-    let syscalls = shmlane::wait::stats::sleeps() + shmlane::wait::stats::posts() - before;
+    let syscalls = own_wait_syscalls() - before;
     say(&format!("done {total} {syscalls}"));
     Ok(())
 }
