@@ -15,6 +15,15 @@ use shmlane::format::broadcast::Control;
 use shmlane::format::HEADER_SIZE;
 use shmlane::{Error, Options, Wait};
 
+/// The POSIX segment `name`'s file, to write behind the endpoints' backs.
+fn segment_file(name: &str) -> std::fs::File {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/dev/shm{name}"))
+        .unwrap()
+}
+
 /// A 256-byte ring of 16-byte messages with two cursor slots (the tests scribble on it).
 fn small_ring(overflow: Overflow) -> Options {
     Options::new()
@@ -40,11 +49,7 @@ fn write_pos_far_ahead_of_tail_is_corrupt_not_a_hang() {
         p.send(b"one").unwrap();
         p.send(b"two").unwrap();
         // The subscriber stands at the tail (nothing read, nothing overwritten yet).
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(format!("/dev/shm{}", &*name))
-            .unwrap();
+        let file = segment_file(&name);
         let off = (HEADER_SIZE + offset_of!(Control, write_pos)) as u64;
         let mut b = [0u8; 8];
         file.read_exact_at(&mut b, off).unwrap();
@@ -71,13 +76,10 @@ fn write_pos_far_ahead_of_tail_is_corrupt_not_a_hang() {
 /// Writes `seq` as the message number of the record header at ring position `pos`.
 fn scribble_seq(name: &str, max_subscribers: usize, pos: u64, seq: u64) {
     use shmlane::format::broadcast::ring_offset;
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(format!("/dev/shm{name}"))
-        .unwrap();
     let off = (HEADER_SIZE + ring_offset(max_subscribers)) as u64 + pos + 8;
-    file.write_all_at(&seq.to_ne_bytes(), off).unwrap();
+    segment_file(name)
+        .write_all_at(&seq.to_ne_bytes(), off)
+        .unwrap();
 }
 
 /// Found by fuzzing (`broadcast_corrupt`, 2026-11-30): a record header numbered
